@@ -1,0 +1,131 @@
+"""``Database``: the engine, its sessions and the schema, for one database URL.
+
+Nothing here is module-global except the lazily created default behind the seed's
+``get_db_session()``, which tests and apps can replace with :func:`set_default_database`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from ._dialect import async_url, configure_engine, engine_options
+from ._models import tables
+
+__all__ = ["DEFAULT_DATABASE_URL", "Database", "get_db_session", "set_default_database"]
+
+DEFAULT_DATABASE_URL = "sqlite:///convodb.db"
+"""The embedded default: a SQLite file in the working directory."""
+
+
+class Database:
+    """An async engine and its session factory.
+
+    ```python
+    async with Database("sqlite:///chat.db") as db:
+        await db.create_all()
+        async with db.session() as session:
+            service = ConversationService(session)
+    ```
+
+    Args:
+        url: ``sqlite:///path.db`` (the default is ``./convodb.db``), or
+            ``postgresql://user@host/db``; the async driver is chosen for you.
+        **engine_kwargs: passed to SQLAlchemy's ``create_async_engine``.
+
+    Raises:
+        MissingDependencyError: the database's driver extra is not installed.
+    """
+
+    def __init__(self, url: str | URL = DEFAULT_DATABASE_URL, **engine_kwargs: Any) -> None:
+        self.url = async_url(url)
+        options = engine_options(self.url) | engine_kwargs
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        configure_engine(self.engine)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def dialect_name(self) -> str:
+        return self.engine.dialect.name
+
+    async def create_all(self) -> None:
+        """Create convodb's tables and indexes where they do not exist yet."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(lambda c: tables()[0].metadata.create_all(c, tables=tables()))
+
+    async def drop_all(self) -> None:
+        """Drop convodb's tables and everything in them."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(lambda c: tables()[0].metadata.drop_all(c, tables=tables()))
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session that commits when the block succeeds and rolls back when it raises."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+
+_default: Database | None = None
+
+
+def default_database_url() -> str:
+    """``CONVODB_DATABASE_URL``, else ``DATABASE_URL``, else the embedded SQLite file."""
+    return (
+        os.environ.get("CONVODB_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or DEFAULT_DATABASE_URL
+    )
+
+
+def set_default_database(database: Database | None) -> None:
+    """Replace the database behind :func:`get_db_session` (``None``: read the environment again)."""
+    global _default
+    _default = database
+
+
+@asynccontextmanager
+async def get_db_session() -> AsyncIterator[AsyncSession]:
+    """The seed's session helper, over the default database.
+
+    The default is created on first use from :func:`default_database_url`. The session
+    commits when the block succeeds and rolls back when it raises.
+    """
+    global _default
+    if _default is None:
+        _default = Database(default_database_url())
+    async with _default.session() as session:
+        yield session

@@ -1,0 +1,112 @@
+"""The schema: two SQLModel tables, shaped for one server today and a Citus cluster tomorrow.
+
+- Order is ``messages.seq``, a per-conversation sequence assigned in the append transaction
+  from ``conversations.last_seq``; timestamps are informational only.
+- ``messages`` is keyed by ``(conversation_id, seq)``: latest-N history is a backward range scan
+  of that key, whose cost does not grow with the conversation or the table.
+- Every unique constraint on ``messages`` leads with ``conversation_id``, so both tables can be
+  distributed by conversation id and co-located: each hot-path statement routes to one shard.
+- ``role`` is checked by the database too; there is no index on it (it would only slow writes).
+
+The Python attribute for the JSON ``metadata`` column is ``metadata_``: SQLAlchemy reserves
+``metadata`` on mapped classes for the table registry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+from ._types import DateTimeUTC, JSONType, utcnow
+
+__all__ = ["ROLES", "Conversation", "Message", "conversations", "messages", "tables"]
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+"""The message roles convodb stores."""
+
+ID_LENGTH = 64
+USER_ID_LENGTH = 255
+TOOL_FIELD_LENGTH = 255
+KEY_LENGTH = 255
+TITLE_LENGTH = 1024
+
+
+class Conversation(SQLModel, table=True):
+    """A conversation: one user's ordered list of messages."""
+
+    __tablename__: ClassVar[str] = "conversations"
+    __table_args__ = (Index("ix_conversations_user_recent", "user_id", "updated_at", "id"),)
+
+    id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
+    title: str | None = Field(default=None, sa_column=Column(String(TITLE_LENGTH)))
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONType, nullable=False)
+    )
+    last_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    """The ``seq`` of the newest message; 0 for an empty conversation."""
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+
+
+class Message(SQLModel, table=True):
+    """One message of a conversation, at position ``seq`` (1, 2, 3, ... without gaps)."""
+
+    __tablename__: ClassVar[str] = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "key", name="uq_messages_conversation_key"),
+        CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
+    )
+
+    conversation_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("conversations.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    id: str = Field(sa_column=Column(String(36), nullable=False))
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    content: str | None = Field(default=None, sa_column=Column(Text))
+    tool_calls: list[dict[str, str]] | None = Field(default=None, sa_column=Column(JSONType))
+    """Assistant tool calls as ``[{"id", "name", "arguments"}]``; ``arguments`` kept verbatim."""
+    tool_name: str | None = Field(default=None, sa_column=Column(String(TOOL_FIELD_LENGTH)))
+    tool_call_id: str | None = Field(default=None, sa_column=Column(String(TOOL_FIELD_LENGTH)))
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONType, nullable=False)
+    )
+    key: str | None = Field(default=None, sa_column=Column(String(KEY_LENGTH)))
+    """The client's idempotency key: a retried append with the same key stores nothing."""
+    token_count: int | None = Field(default=None, sa_column=Column(Integer))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+
+
+# The Core tables behind the models, for the hot path's statements.
+conversations: Table = Conversation.__table__  # type: ignore[attr-defined]
+messages: Table = Message.__table__  # type: ignore[attr-defined]
+
+
+def tables() -> list[Table]:
+    """convodb's own tables, in creation order (not the rest of ``SQLModel.metadata``)."""
+    return [conversations, messages]

@@ -1,0 +1,104 @@
+"""What the service returns: small frozen dataclasses, not ORM objects.
+
+Building a validated SQLModel ``Message`` costs ~60 µs on this machine, a slotted dataclass
+~1-3 µs: for a 50-message history that is the difference between 3 ms and 0.1 ms, more than
+the indexed query itself. The tables (``convodb.Message``, ``convodb.Conversation``) remain
+for ORM users; the hot path returns these records, which carry the same field names
+(``metadata`` instead of the table attribute ``metadata_``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+__all__ = [
+    "NewMessage",
+    "Page",
+    "Role",
+    "StoredConversation",
+    "StoredMessage",
+    "ToolCall",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call requested by an assistant message."""
+
+    id: str
+    """The call id the tool result answers with (``tool_call_id``)."""
+    name: str
+    """The function name."""
+    arguments: str
+    """The arguments exactly as the model produced them (usually a JSON string)."""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMessage:
+    """A message to append. Plain dicts with the same keys are accepted too."""
+
+    role: Role
+    content: str | None = None
+    tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None
+    """Assistant only: the calls the model requested."""
+    tool_name: str | None = None
+    """Tool only: the name of the function that produced this result."""
+    tool_call_id: str | None = None
+    """Tool only, required: the id of the call this message answers."""
+    metadata: Mapping[str, Any] | None = None
+    """Any JSON object; stored and returned as is."""
+    key: str | None = None
+    """Idempotency key, unique within the conversation: a retried append with the same key
+    returns the stored message instead of storing it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A stored message, as history and appends return it."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    """Position in the conversation: 1, 2, 3, ... with no gaps. History is ordered by it."""
+    role: Role
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] | None
+    tool_name: str | None
+    tool_call_id: str | None
+    metadata: dict[str, Any]
+    key: str | None
+    token_count: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    """A stored conversation, without its messages."""
+
+    id: str
+    user_id: str
+    title: str | None
+    metadata: dict[str, Any]
+    last_seq: int
+    """The ``seq`` of the newest message (0 when empty), which is also the message count."""
+    created_at: datetime
+    updated_at: datetime
+    """Moves on every append and update: "most recently active" sorts by it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list, and where the next one starts."""
+
+    items: list[T]
+    next_cursor: str | None
+    """Pass back as ``cursor`` for the next page; ``None`` when this page is the last."""

@@ -1,0 +1,326 @@
+"""Input rules: every value that reaches the database passes through here first.
+
+Each check raises :class:`~convodb.errors.ValidationError` naming the field and the limit, and
+runs before any write, so bad input stores nothing. Text must be storable identically on every
+database: PostgreSQL cannot store NUL in ``text`` or ``jsonb`` and UTF-8 cannot encode a lone
+surrogate, so both are rejected everywhere rather than altered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._models import ID_LENGTH, KEY_LENGTH, ROLES, TITLE_LENGTH, TOOL_FIELD_LENGTH, USER_ID_LENGTH
+from ._records import NewMessage, ToolCall
+from .errors import LimitExceededError, ValidationError
+
+__all__ = ["Limits", "MessageInput"]
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_MESSAGE_KEYS = frozenset(
+    {"role", "content", "tool_calls", "tool_name", "tool_call_id", "metadata", "key"}
+)
+_TOOL_CALL_KEYS = frozenset({"id", "name", "arguments"})
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Input limits. The defaults are safe for a public chat product; raise them deliberately."""
+
+    max_message_bytes: int = MiB
+    """UTF-8 size of one message's content plus its tool calls."""
+    max_metadata_bytes: int = 64 * 1024
+    """Serialized JSON size of one metadata object."""
+    max_batch_messages: int = 1000
+    """Messages in one append."""
+    max_tool_calls: int = 128
+    """Tool calls on one assistant message."""
+    max_page_size: int = 1000
+    """``limit`` of one history read or list page."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInput:
+    """A validated message, ready to insert."""
+
+    role: str
+    content: str | None
+    tool_calls: list[dict[str, str]] | None
+    tool_name: str | None
+    tool_call_id: str | None
+    metadata: dict[str, Any]
+    key: str | None
+
+
+def check_text(field: str, value: object, *, max_length: int | None = None) -> str:
+    """A string that every database stores and returns unchanged."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain NUL characters (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            field, f"must be valid Unicode: lone surrogate at index {exc.start}"
+        ) from None
+    if max_length is not None and len(value) > max_length:
+        raise LimitExceededError(
+            field, f"is {len(value)} characters; the limit is {max_length}", limit=max_length
+        )
+    return value
+
+
+def check_conversation_id(value: object, field: str = "conversation_id") -> str:
+    """A conversation id: 1-64 characters of ``A-Z a-z 0-9 . _ : -``, starting alphanumeric."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, not {type(value).__name__}")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if len(value) > ID_LENGTH:
+        raise LimitExceededError(
+            field, f"is {len(value)} characters; the limit is {ID_LENGTH}", limit=ID_LENGTH
+        )
+    if not _ID_PATTERN.fullmatch(value):
+        raise ValidationError(
+            field,
+            "must start with a letter or digit and contain only letters, digits, '.', '_', "
+            f"':' and '-'; got {value!r}",
+        )
+    return value
+
+
+def check_user_id(value: object) -> str:
+    value = check_text("user_id", value, max_length=USER_ID_LENGTH)
+    if not value:
+        raise ValidationError("user_id", "must not be empty")
+    return value
+
+
+def check_title(value: object) -> str | None:
+    if value is None:
+        return None
+    return check_text("title", value, max_length=TITLE_LENGTH)
+
+
+def check_limit(value: object, limits: Limits, field: str = "limit") -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(field, f"must be an integer, not {type(value).__name__}")
+    if not 1 <= value <= limits.max_page_size:
+        raise LimitExceededError(
+            field,
+            f"must be between 1 and {limits.max_page_size}; got {value}",
+            limit=limits.max_page_size,
+        )
+    return value
+
+
+def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:
+    """A JSON object within the size limit, whose strings are all storable."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            field, f"must be a JSON object (a mapping), not {type(value).__name__}"
+        )
+    _check_json(field, value)
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(field, f"must be JSON-serializable: {exc}") from None
+    size = len(encoded.encode("utf-8"))
+    if size > limits.max_metadata_bytes:
+        raise LimitExceededError(
+            field,
+            f"is {size} bytes as JSON; the limit is {limits.max_metadata_bytes}",
+            limit=limits.max_metadata_bytes,
+        )
+    return dict(value)
+
+
+def _check_json(field: str, value: object) -> None:
+    if isinstance(value, str):
+        check_text(field, value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(field, f"object keys must be strings, got {k!r}")
+            check_text(f"{field} key", k)
+            _check_json(f"{field}.{k}", v)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_json(f"{field}[{i}]", v)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(field, f"must be a finite number, got {value}")
+    elif value is not None and not isinstance(value, bool | int | float):
+        raise ValidationError(field, f"is not a JSON value: {type(value).__name__}")
+
+
+def check_key(field: str, value: object) -> str | None:
+    if value is None:
+        return None
+    value = check_text(field, value, max_length=KEY_LENGTH)
+    if not value:
+        raise ValidationError(field, "must not be empty; omit it instead")
+    return value
+
+
+def check_message(
+    field: str, message: NewMessage | Mapping[str, Any], limits: Limits
+) -> MessageInput:
+    """Validate one message to append and normalise it."""
+    if isinstance(message, NewMessage):
+        get = message.__getattribute__
+    elif isinstance(message, Mapping):
+        unknown = set(message) - _MESSAGE_KEYS
+        if unknown:
+            raise ValidationError(
+                field,
+                f"unknown field(s) {sorted(map(str, unknown))}; allowed: {sorted(_MESSAGE_KEYS)}",
+            )
+        if "role" not in message:
+            raise ValidationError(f"{field}.role", "is required")
+        get = lambda name: message.get(name)  # noqa: E731
+    else:
+        raise ValidationError(
+            field, f"must be a NewMessage or a mapping, not {type(message).__name__}"
+        )
+
+    role = get("role")
+    if role not in ROLES:
+        raise ValidationError(f"{field}.role", f"must be one of {list(ROLES)}; got {role!r}")
+
+    raw_calls = get("tool_calls")
+    tool_calls = _check_tool_calls(f"{field}.tool_calls", raw_calls, limits) if raw_calls else None
+    if tool_calls and role != "assistant":
+        raise ValidationError(
+            f"{field}.tool_calls", f"only assistant messages carry tool calls, not {role}"
+        )
+
+    content = get("content")
+    if content is None:
+        if not tool_calls:
+            raise ValidationError(
+                f"{field}.content",
+                "is required (only an assistant message with tool calls may omit it)",
+            )
+    else:
+        content = check_text(f"{field}.content", content)
+
+    tool_name = get("tool_name")
+    tool_call_id = get("tool_call_id")
+    if role == "tool":
+        if tool_call_id is None:
+            raise ValidationError(
+                f"{field}.tool_call_id",
+                "is required on a tool message: the id of the call it answers",
+            )
+        tool_call_id = _check_tool_field(f"{field}.tool_call_id", tool_call_id)
+        if tool_name is not None:
+            tool_name = _check_tool_field(f"{field}.tool_name", tool_name)
+    else:
+        for name, value in (("tool_call_id", tool_call_id), ("tool_name", tool_name)):
+            if value is not None:
+                raise ValidationError(f"{field}.{name}", f"only tool messages carry it, not {role}")
+
+    size = len(content.encode("utf-8")) if content else 0
+    for call in tool_calls or ():
+        size += sum(len(v.encode("utf-8")) for v in call.values())
+    if size > limits.max_message_bytes:
+        raise LimitExceededError(
+            field,
+            f"is {size} bytes (content and tool calls, UTF-8); the limit is "
+            f"{limits.max_message_bytes}",
+            limit=limits.max_message_bytes,
+        )
+
+    return MessageInput(
+        role=role,
+        content=content,
+        tool_calls=tool_calls,
+        tool_name=tool_name,
+        tool_call_id=tool_call_id,
+        metadata=check_metadata(f"{field}.metadata", get("metadata"), limits),
+        key=check_key(f"{field}.key", get("key")),
+    )
+
+
+def check_batch(
+    messages: Sequence[NewMessage | Mapping[str, Any]], limits: Limits
+) -> list[MessageInput]:
+    """Validate a whole batch before anything is written."""
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        raise ValidationError(
+            "messages", f"must be a list of messages, not {type(messages).__name__}"
+        )
+    if len(messages) > limits.max_batch_messages:
+        raise LimitExceededError(
+            "messages",
+            f"has {len(messages)} messages; the limit is {limits.max_batch_messages} per append",
+            limit=limits.max_batch_messages,
+        )
+    checked = [check_message(f"messages[{i}]", m, limits) for i, m in enumerate(messages)]
+    seen: dict[str, int] = {}
+    for i, m in enumerate(checked):
+        if m.key is not None:
+            if m.key in seen:
+                raise ValidationError(
+                    f"messages[{i}].key", f"repeats the key of messages[{seen[m.key]}]: {m.key!r}"
+                )
+            seen[m.key] = i
+    return checked
+
+
+def _check_tool_field(field: str, value: object) -> str:
+    value = check_text(field, value, max_length=TOOL_FIELD_LENGTH)
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    return value
+
+
+def _check_tool_calls(field: str, value: object, limits: Limits) -> list[dict[str, str]]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise ValidationError(field, f"must be a list of tool calls, not {type(value).__name__}")
+    if len(value) > limits.max_tool_calls:
+        raise LimitExceededError(
+            field,
+            f"has {len(value)} calls; the limit is {limits.max_tool_calls}",
+            limit=limits.max_tool_calls,
+        )
+    calls: list[dict[str, str]] = []
+    ids: set[str] = set()
+    for i, call in enumerate(value):
+        where = f"{field}[{i}]"
+        if isinstance(call, ToolCall):
+            raw: Mapping[str, Any] = call.to_dict()
+        elif isinstance(call, Mapping):
+            raw = call
+            unknown = set(raw) - _TOOL_CALL_KEYS
+            if unknown:
+                raise ValidationError(
+                    where,
+                    f"unknown field(s) {sorted(map(str, unknown))}; a tool call has "
+                    "id, name and arguments (convert provider shapes with convodb.formats)",
+                )
+        else:
+            raise ValidationError(
+                where, f"must be a ToolCall or a mapping, not {type(call).__name__}"
+            )
+        call_id = _check_tool_field(f"{where}.id", raw.get("id"))
+        if call_id in ids:
+            raise ValidationError(f"{where}.id", f"repeats an earlier call id: {call_id!r}")
+        ids.add(call_id)
+        calls.append(
+            {
+                "id": call_id,
+                "name": _check_tool_field(f"{where}.name", raw.get("name")),
+                "arguments": check_text(f"{where}.arguments", raw.get("arguments")),
+            }
+        )
+    return calls

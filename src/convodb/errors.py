@@ -1,0 +1,127 @@
+"""The one hierarchy of errors convodb raises.
+
+Every error a caller can act on derives from :class:`ConvodbError`. Driver errors never escape
+the service: they are translated once, in ``convodb._dialect``, by SQLSTATE or SQLite error name.
+
+```
+ConvodbError
+├── ValidationError (ValueError)          bad input: names the field and the limit; nothing stored
+│   └── LimitExceededError                a size / count limit was exceeded
+├── ConversationNotFoundError (LookupError, PermissionError)
+│                                         missing, or owned by another user: indistinguishable
+├── ConflictError                         the request contradicts what is stored
+│   ├── ConversationExistsError           create with an id that is taken
+│   └── IdempotencyKeyReuseError          a message key reused for a different message
+├── StoreBusyError                        transient contention (SQLite busy, deadlock): retry
+├── StoreUnavailableError                 the database cannot be reached
+└── MissingDependencyError (ImportError)  an optional extra is not installed
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "ConversationExistsError",
+    "ConversationNotFoundError",
+    "ConvodbError",
+    "IdempotencyKeyReuseError",
+    "LimitExceededError",
+    "MissingDependencyError",
+    "StoreBusyError",
+    "StoreUnavailableError",
+    "ValidationError",
+]
+
+
+class ConvodbError(Exception):
+    """Base class of every error convodb raises on purpose."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or type(self).__name__).strip())
+
+
+class ValidationError(ConvodbError, ValueError):
+    """The input is invalid; nothing was stored.
+
+    Attributes:
+        field: where the bad value is, e.g. ``"messages[2].content"``.
+        limit: the limit that was broken, when the error is about a limit.
+    """
+
+    def __init__(self, field: str, message: str, *, limit: int | None = None) -> None:
+        self.field = field
+        self.limit = limit
+        super().__init__(f"{field}: {message}")
+
+
+class LimitExceededError(ValidationError):
+    """The input is larger than a configured limit; nothing was stored."""
+
+
+class ConversationNotFoundError(ConvodbError, LookupError, PermissionError):
+    """Conversation not found.
+
+    Raised alike for a conversation that does not exist and for one owned by another user, so
+    that an id never reveals whether someone else's conversation exists. It is a ``LookupError``
+    and, for code written against the seed (which raised ``PermissionError``), a
+    ``PermissionError`` too.
+    """
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"Conversation not found: {conversation_id!r}")
+
+
+class ConflictError(ConvodbError):
+    """The request conflicts with what is stored."""
+
+
+class ConversationExistsError(ConflictError):
+    """A conversation with this id already exists; choose another id or let convodb make one."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"Conversation id already taken: {conversation_id!r}; omit the id to get a fresh one"
+        )
+
+
+class IdempotencyKeyReuseError(ConflictError):
+    """A message key was reused for a message with different content.
+
+    A retry must send the same message under the same key; a new message needs a new key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"Message key {key!r} is already stored with different content; "
+            "a retry must resend the same message, a new message needs a new key"
+        )
+
+
+class StoreBusyError(ConvodbError):
+    """The database is busy with a conflicting transaction; retry the operation.
+
+    Nothing of the failed operation was stored.
+    """
+
+
+class StoreUnavailableError(ConvodbError):
+    """The database cannot be reached; nothing was stored."""
+
+
+class MissingDependencyError(ConvodbError, ImportError):
+    """An optional dependency is missing.
+
+    Attributes:
+        extra: the pip extra that installs it, e.g. ``"postgres"``.
+    """
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package!r} is not installed; install it with: pip install 'convodb[{extra}]'"
+        )
