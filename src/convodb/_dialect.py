@@ -5,18 +5,18 @@ The service never asks which database it runs on; it calls into this module, whi
 - how to turn a URL a user writes (``sqlite:///chat.db``, ``postgresql://...``) into the async
   driver's URL, and which driver extra provides it;
 - the connection set-up SQLite needs to be a good embedded store: WAL (readers never block the
-  writer), a busy timeout (writers queue instead of failing), foreign keys on (they are off by
-  default and deletes cascade through them), ``synchronous=NORMAL`` (durable across process
-  crashes; the safe, documented pairing with WAL);
+  writer), a busy timeout (writers queue instead of failing; ``?timeout=SECONDS`` in the URL
+  overrides it), foreign keys on (they are off by default and deletes cascade through them),
+  ``synchronous=NORMAL`` (durable across process crashes; the documented pairing with WAL);
 - "insert unless the key exists", which each dialect spells differently;
 - which driver errors mean "busy, retry" or "unreachable", by SQLSTATE and SQLite error name,
   never by matching message text.
 
 SQLite transactions: the ``sqlite3`` module begins a transaction implicitly before the first
-INSERT/UPDATE/DELETE and runs SELECTs outside one. convodb relies on that: every write method's
-first statement is a write, so SQLite takes the write lock (waiting up to the busy timeout)
-before it reads anything, and a read never holds a snapshot that a later write would have to
-upgrade (the upgrade fails at once with SQLITE_BUSY when another writer committed meanwhile).
+INSERT/UPDATE/DELETE and runs a SELECT outside any transaction. convodb relies on that: a read
+never holds a snapshot that a later write would have to upgrade (an upgrade fails at once with
+SQLITE_BUSY when another writer committed meanwhile), and an append's first statement is the
+write that takes the lock, waiting up to the busy timeout, before anything is read.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ __all__ = [
     "translate_error",
 ]
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for the write lock before StoreBusyError."""
 
 # url scheme -> (async driver, the extra that installs it; None: a core dependency)
 _DRIVERS: dict[str, tuple[str, str | None]] = {
@@ -76,9 +77,12 @@ def async_url(url: str | URL) -> URL:
 
 def engine_options(url: URL) -> dict[str, Any]:
     """Keyword arguments for ``create_async_engine`` that the database needs."""
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        # Every connection to :memory: is a new, empty database: share one connection.
-        return {"poolclass": StaticPool}
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            # Every connection to :memory: is a new, empty database: share one connection.
+            return {"poolclass": StaticPool}
+        if "timeout" not in url.query:  # sqlite3's busy timeout; ?timeout=SECONDS overrides
+            return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     if url.get_backend_name() == "postgresql":
         return {"pool_pre_ping": True}
     return {}
@@ -97,7 +101,6 @@ def configure_engine(engine: AsyncEngine) -> None:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()

@@ -1,0 +1,100 @@
+"""One ``db`` fixture, parametrized over every supported database.
+
+Store tests ask for ``db`` (a :class:`convodb.Database` with an empty schema) or ``service``
+and never ask which database they got. PostgreSQL gets a fresh ``convodb_test_<hex>`` database
+per test run, dropped at the end; SQLite a new file per test.
+
+PostgreSQL is found at ``CONVODB_TEST_POSTGRES_URL`` (default: the local server's ``test``
+database). When it is unreachable, its half of the suite is skipped with one reason, except
+under CI (``CI=true``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from convodb import ConversationService, Database
+from convodb._models import tables
+
+POSTGRES_URL = os.environ.get(
+    "CONVODB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", "postgresql"]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, with convodb's schema.
+
+    A sync fixture around its own event loop: async fixtures cannot request it lazily.
+    """
+    server = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
+    name = f"convodb_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        message = f"PostgreSQL unreachable at {server.render_as_string()}: {type(exc).__name__}"
+        if IN_CI:
+            pytest.fail(f"{message} (CI requires PostgreSQL)", pytrace=False)
+        pytest.skip(message)
+    url = server.set(database=name).render_as_string(hide_password=False)
+
+    async def create_schema() -> None:
+        database = Database(url)
+        await database.create_all()
+        await database.dispose()
+
+    try:
+        asyncio.run(create_schema())
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'convodb.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """An empty convodb database on each supported backend."""
+    database = Database(database_url)
+    if database.dialect_name == "sqlite":
+        await database.create_all()
+    else:
+        names = ", ".join(t.name for t in tables())
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def service(db: Database) -> AsyncIterator[ConversationService]:
+    """A service on a session of ``db``."""
+    async with db.session() as session:
+        yield ConversationService(session)

@@ -1,0 +1,126 @@
+"""``Database`` and the seed's ``get_db_session``: URLs, sessions, defaults, driver errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from convodb import (
+    ConversationService,
+    Database,
+    StoreBusyError,
+    StoreUnavailableError,
+    get_db_session,
+    set_default_database,
+)
+
+from ._store import state
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///chat.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///chat.db", "sqlite+aiosqlite"),
+        ("postgresql://u@h/db", "postgresql+asyncpg"),
+        ("postgres://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+psycopg://u@h/db", "postgresql+asyncpg"),
+    ],
+)
+async def test_plain_urls_get_the_async_driver(url: str, driver: str) -> None:
+    database = Database(url)
+    try:
+        assert database.url.drivername == driver
+    finally:
+        await database.dispose()
+
+
+def test_unsupported_database_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unsupported database 'oracle'"):
+        Database("oracle://u@h/db")
+
+
+async def test_session_commits_on_success_and_rolls_back_on_error(db: Database) -> None:
+    async with db.session() as session:
+        cid = (await ConversationService(session, commit=False).create_conversation("alice")).id
+
+    with pytest.raises(RuntimeError):
+        async with db.session() as session:
+            service = ConversationService(session, commit=False)
+            await service.save_message(cid, "user", "lost", user_id="alice")
+            raise RuntimeError("the request failed after the append")
+
+    assert (await state(db, cid)).messages == 0
+    assert (await state(db, cid)).last_seq == 0
+
+
+async def test_commit_false_joins_the_callers_transaction(db: Database) -> None:
+    async with db.session() as session:
+        service = ConversationService(session, commit=False)
+        cid = (await service.create_conversation("alice")).id
+        await service.save_message(cid, "user", "one", user_id="alice")
+        assert (await state(db, cid)).conversations == 0  # not committed yet
+    assert (await state(db, cid)).messages == 1
+
+
+async def test_in_memory_sqlite_keeps_its_data_across_sessions() -> None:
+    async with Database("sqlite:///:memory:") as database:
+        await database.create_all()
+        async with database.session() as session:
+            cid = (await ConversationService(session).create_conversation("alice")).id
+        async with database.session() as session:
+            assert (await ConversationService(session).get_conversation(cid, "alice")).id == cid
+
+
+async def test_get_db_session_uses_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVODB_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ignored@nowhere/db")
+    set_default_database(None)
+    try:
+        async with get_db_session() as session:
+            assert session.get_bind().url.database == str(tmp_path / "env.db")
+    finally:
+        from convodb import _db
+
+        if _db._default is not None:
+            await _db._default.dispose()
+        set_default_database(None)
+
+
+async def test_get_db_session_uses_a_replaced_default(db: Database) -> None:
+    set_default_database(db)
+    try:
+        async with get_db_session() as session:
+            cid = (await ConversationService(session).create_conversation("alice")).id
+        assert (await state(db, cid)).conversations == 1
+    finally:
+        set_default_database(None)
+
+
+async def test_busy_sqlite_raises_store_busy_and_stores_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    async with Database(f"sqlite:///{path}?timeout=0.05") as database:
+        await database.create_all()
+        async with database.session() as session:
+            cid = (await ConversationService(session).create_conversation("alice")).id
+
+        async with aiosqlite.connect(path) as other:
+            await other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            async with database.session() as session:
+                with pytest.raises(StoreBusyError, match="retry"):
+                    await ConversationService(session).save_message(
+                        cid, "user", "x", user_id="alice"
+                    )
+            await other.rollback()
+        assert (await state(database, cid)).messages == 0
+
+
+async def test_unreachable_postgres_raises_store_unavailable() -> None:
+    async with Database("postgresql://postgres@127.0.0.1:9/nothing") as database:
+        async with database.session() as session:
+            with pytest.raises(StoreUnavailableError):
+                await ConversationService(session).get_conversation("c1", "alice")

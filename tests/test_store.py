@@ -1,0 +1,514 @@
+"""The store's contract, on every database: order, atomicity, ownership, tool calls."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text, update
+
+from convodb import (
+    ConversationExistsError,
+    ConversationNotFoundError,
+    ConversationService,
+    Database,
+    IdempotencyKeyReuseError,
+    NewMessage,
+    StoredMessage,
+    ToolCall,
+    ValidationError,
+    build_message_array,
+)
+from convodb._models import messages as messages_table
+
+from ._store import state
+
+ALICE, BOB = "alice", "bob"
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+async def new_conversation(service: ConversationService, owner: str = ALICE) -> str:
+    return (await service.create_conversation(owner)).id
+
+
+# -- rule 1: history is the latest N, oldest first, ordered by seq -----------------------
+
+
+async def test_history_returns_latest_n_oldest_first(service: ConversationService) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user(f"m{i}") for i in range(1, 121)])
+
+    history = await service.get_conversation_history(cid, ALICE, limit=50)
+
+    assert [m.content for m in history] == [f"m{i}" for i in range(71, 121)]
+    assert [m.seq for m in history] == list(range(71, 121))
+
+
+async def test_history_orders_by_seq_not_by_timestamp(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user(f"m{i}") for i in range(1, 6)])
+    # Clock skew between app servers: later messages stamped earlier.
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    async with db.engine.begin() as conn:
+        for seq in range(1, 6):
+            await conn.execute(
+                update(messages_table)
+                .where(messages_table.c.conversation_id == cid, messages_table.c.seq == seq)
+                .values(created_at=base - timedelta(minutes=seq))
+            )
+
+    history = await service.get_conversation_history(cid, ALICE, limit=3)
+
+    assert [m.content for m in history] == ["m3", "m4", "m5"]
+
+
+async def test_history_of_empty_conversation_is_empty(service: ConversationService) -> None:
+    cid = await new_conversation(service)
+    assert await service.get_conversation_history(cid, ALICE) == []
+
+
+async def test_timestamps_are_timezone_aware_utc(service: ConversationService) -> None:
+    conversation = await service.create_conversation(ALICE)
+    await service.save_message(conversation.id, "user", "hi", user_id=ALICE)
+    (message,) = await service.get_conversation_history(conversation.id, ALICE)
+    again = await service.get_conversation(conversation.id, ALICE)
+    for stamp in (message.created_at, again.created_at, again.updated_at):
+        assert stamp.utcoffset() == timedelta(0)
+
+
+# -- rule 3: a batch is atomic, updated_at moves ------------------------------------------
+
+
+async def test_invalid_message_in_batch_stores_nothing(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_message(cid, "user", "first", user_id=ALICE)
+    before = await state(db, cid)
+
+    with pytest.raises(ValidationError) as raised:
+        await service.save_conversation_messages(
+            cid, ALICE, [user("ok"), user("ok too"), {"role": "wizard", "content": "x"}]
+        )
+
+    assert raised.value.field == "messages[2].role"
+    assert await state(db, cid) == before
+
+
+async def _install_failing_insert(db: Database) -> None:
+    """A real database trigger that rejects a message whose content is 'boom'."""
+    async with db.engine.begin() as conn:
+        if db.dialect_name == "sqlite":
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.content = 'boom' "
+                    "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            await conn.execute(text("DROP TRIGGER IF EXISTS boom ON messages"))
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER boom BEFORE INSERT ON messages "
+                    "FOR EACH ROW EXECUTE FUNCTION boom()"
+                )
+            )
+
+
+async def _remove_failing_insert(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "DROP TRIGGER IF EXISTS boom"
+                + ("" if db.dialect_name == "sqlite" else " ON messages")
+            )
+        )
+
+
+async def test_write_failing_midway_stores_nothing_and_keeps_seq(db: Database) -> None:
+    async with db.session() as session:
+        service = ConversationService(session)
+        cid = await new_conversation(service)
+        await service.save_message(cid, "user", "first", user_id=ALICE)
+    before = await state(db, cid)
+    await _install_failing_insert(db)
+    try:
+        async with db.session() as session:
+            service = ConversationService(session)
+            with pytest.raises(Exception, match="boom"):
+                await service.save_conversation_messages(
+                    cid, ALICE, [user("a"), user("b"), user("boom"), user("c")]
+                )
+        assert await state(db, cid) == before
+
+        async with db.session() as session:
+            stored = await ConversationService(session).save_message(
+                cid, "user", "after", user_id=ALICE
+            )
+        assert stored.seq == 2  # the failed batch did not advance seq
+    finally:
+        await _remove_failing_insert(db)
+
+
+async def test_updated_at_moves_on_every_append(db: Database, service: ConversationService) -> None:
+    conversation = await service.create_conversation(ALICE)
+    seen = [conversation.updated_at]
+    for i in range(3):
+        await asyncio.sleep(0.002)
+        await service.save_message(conversation.id, "user", f"m{i}", user_id=ALICE)
+        current = (await state(db, conversation.id)).updated_at
+        assert current is not None
+        seen.append(current)
+    assert seen == sorted(seen) and len(set(seen)) == 4
+
+
+async def test_append_returns_stored_messages_with_seq_and_id(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    stored = await service.save_conversation_messages(
+        cid, ALICE, [user("a"), NewMessage(role="assistant", content="b", metadata={"m": 1})]
+    )
+    assert [(m.seq, m.role, m.content) for m in stored] == [(1, "user", "a"), (2, "assistant", "b")]
+    assert len({m.id for m in stored}) == 2
+    assert stored == await service.get_conversation_history(cid, ALICE)
+    assert (await service.get_conversation(cid, ALICE)).last_seq == 2
+
+
+# -- rule 4: another user's conversation looks missing -------------------------------------
+
+
+async def _call_every_method(service: ConversationService, cid: str, who: str) -> list[object]:
+    """Call each conversation-scoped method as ``who``; collect results or errors.
+
+    (``get_or_create_conversation`` creates a missing conversation, so it has its own test.)
+    """
+    calls = [
+        lambda: service.get_conversation(cid, who),
+        lambda: service.update_conversation(cid, who, title="mine now"),
+        lambda: service.update_conversation(cid, who, metadata={"x": 1}),
+        lambda: service.save_message(cid, "user", "hi", user_id=who),
+        lambda: service.save_message(cid, "user", "hi", user_id=who, key="k"),
+        lambda: service.save_conversation_messages(cid, who, [user("a"), user("b")]),
+        lambda: service.save_conversation_messages(cid, who, []),
+        lambda: service.get_conversation_history(cid, who),
+        lambda: service.list_messages(cid, who),
+        lambda: service.list_messages(cid, who, order="desc"),
+        lambda: service.list_messages(cid, who, after_seq=0),
+        lambda: service.delete_conversation(cid, who),
+    ]
+    outcomes: list[object] = []
+    for call in calls:
+        try:
+            outcomes.append(await call())
+        except Exception as exc:
+            outcomes.append((type(exc), str(exc)))
+    return outcomes
+
+
+async def test_foreign_conversation_is_indistinguishable_from_missing(
+    db: Database, service: ConversationService
+) -> None:
+    conversation = await service.create_conversation(ALICE, conversation_id="shared-id-1")
+    await service.save_message(conversation.id, "user", "secret", user_id=ALICE, key="k")
+    before = await state(db, conversation.id)
+
+    foreign = await _call_every_method(service, "shared-id-1", BOB)
+    await service.delete_conversation("shared-id-1", ALICE)
+    missing = await _call_every_method(service, "shared-id-1", BOB)
+
+    assert foreign == missing
+    assert foreign == [(ConversationNotFoundError, "Conversation not found: 'shared-id-1'")] * 12
+    assert before.messages == 1 and before.last_seq == 1
+
+
+async def test_foreign_conversation_is_left_unchanged(
+    db: Database, service: ConversationService
+) -> None:
+    conversation = await service.create_conversation(ALICE, title="A's", metadata={"a": 1})
+    await service.save_message(conversation.id, "user", "secret", user_id=ALICE)
+    before = await state(db, conversation.id)
+
+    await _call_every_method(service, conversation.id, BOB)
+
+    assert await state(db, conversation.id) == before
+    after = await service.get_conversation(conversation.id, ALICE)
+    assert (after.title, after.metadata, after.user_id) == ("A's", {"a": 1}, ALICE)
+    assert [m.content for m in await service.get_conversation_history(conversation.id, ALICE)] == [
+        "secret"
+    ]
+
+
+async def test_get_or_create_with_foreign_id_raises_not_found_and_writes_nothing(
+    db: Database, service: ConversationService
+) -> None:
+    await service.create_conversation(ALICE, conversation_id="taken-by-alice")
+    before = await state(db, "taken-by-alice")
+
+    with pytest.raises(ConversationNotFoundError) as raised:
+        await service.get_or_create_conversation("taken-by-alice", BOB)
+
+    assert isinstance(raised.value, LookupError) and isinstance(raised.value, PermissionError)
+    assert await state(db, "taken-by-alice") == before
+    assert (await service.get_conversation("taken-by-alice", ALICE)).user_id == ALICE
+
+
+async def test_get_or_create_returns_existing_and_creates_missing(
+    service: ConversationService,
+) -> None:
+    created = await service.get_or_create_conversation("chat-42", ALICE)
+    await service.save_message("chat-42", "user", "hi", user_id=ALICE)
+    again = await service.get_or_create_conversation("chat-42", ALICE)
+    fresh = await service.get_or_create_conversation(None, ALICE)
+
+    assert created.id == again.id == "chat-42" and again.last_seq == 1
+    assert fresh.id != created.id and fresh.user_id == ALICE
+
+
+async def test_concurrent_get_or_create_of_one_id_creates_it_once(db: Database) -> None:
+    async def get_or_create() -> str:
+        async with db.session() as session:
+            return (await ConversationService(session).get_or_create_conversation("race", ALICE)).id
+
+    ids = await asyncio.gather(*(get_or_create() for _ in range(8)))
+
+    assert ids == ["race"] * 8
+    assert (await state(db, "race")).conversations == 1
+
+
+# -- rule 5: tool calls round-trip exactly ----------------------------------------------
+
+
+async def test_tool_calls_and_results_round_trip_exactly(service: ConversationService) -> None:
+    cid = await new_conversation(service)
+    arguments = '{"city": "Zürich",  "unit":"°C", "note": "naïve 🌧️ \\n \\u00e9"}'
+    turn = [
+        user("Weather in Zürich and Kraków?"),
+        NewMessage(
+            role="assistant",
+            content=None,
+            tool_calls=[
+                ToolCall(id="call_ä1", name="get_weather", arguments=arguments),
+                {"id": "call_2", "name": "get_weather", "arguments": '{"city":"Kraków"}'},
+            ],
+        ),
+        NewMessage(
+            role="tool", content="12 °C, 🌧️", tool_call_id="call_ä1", tool_name="get_weather"
+        ),
+        NewMessage(role="tool", content="3 °C", tool_call_id="call_2", tool_name="get_weather"),
+        NewMessage(role="assistant", content="Zürich 12 °C, Kraków 3 °C."),
+    ]
+    await service.save_conversation_messages(cid, ALICE, turn)
+
+    history = await service.get_conversation_history(cid, ALICE)
+
+    assistant = history[1]
+    assert assistant.content is None
+    assert assistant.tool_calls == (
+        ToolCall("call_ä1", "get_weather", arguments),
+        ToolCall("call_2", "get_weather", '{"city":"Kraków"}'),
+    )
+    assert [(m.role, m.tool_call_id, m.tool_name, m.content) for m in history[2:4]] == [
+        ("tool", "call_ä1", "get_weather", "12 °C, 🌧️"),
+        ("tool", "call_2", "get_weather", "3 °C"),
+    ]
+    array = build_message_array(history, "thanks", system_prompt="Be brief.")
+    assert array[2]["tool_calls"][0] == {
+        "id": "call_ä1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": arguments},
+    }
+    assert array[3] == {"role": "tool", "content": "12 °C, 🌧️", "tool_call_id": "call_ä1"}
+
+
+# -- idempotency ---------------------------------------------------------------------------
+
+
+async def test_retried_append_with_keys_stores_nothing_twice(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    batch = [
+        {"role": "user", "content": "hi", "key": "turn-1-user"},
+        {"role": "assistant", "content": "hello", "key": "turn-1-assistant"},
+    ]
+    first = await service.save_conversation_messages(cid, ALICE, batch)
+    after_first = await state(db, cid)
+
+    retry = await service.save_conversation_messages(cid, ALICE, batch)
+
+    assert retry == first
+    assert await state(db, cid) == after_first
+
+
+async def test_partly_retried_batch_appends_only_the_new_messages(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    (first,) = await service.save_conversation_messages(cid, ALICE, [{**user("a"), "key": "a"}])
+    result = await service.save_conversation_messages(
+        cid, ALICE, [{**user("a"), "key": "a"}, {**user("b"), "key": "b"}, user("c")]
+    )
+    assert result[0] == first
+    assert [(m.seq, m.content) for m in result[1:]] == [(2, "b"), (3, "c")]
+
+
+async def test_key_reused_for_a_different_message_is_a_conflict(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_message(cid, "user", "original", user_id=ALICE, key="k1")
+    before = await state(db, cid)
+
+    with pytest.raises(IdempotencyKeyReuseError, match="k1"):
+        await service.save_conversation_messages(
+            cid, ALICE, [user("new"), {**user("changed"), "key": "k1"}]
+        )
+
+    assert await state(db, cid) == before
+
+
+async def test_concurrent_retries_of_one_keyed_message_store_it_once(db: Database) -> None:
+    async with db.session() as session:
+        cid = await new_conversation(ConversationService(session))
+
+    async def send() -> StoredMessage:
+        async with db.session() as session:
+            return await ConversationService(session).save_message(
+                cid, "user", "once", user_id=ALICE, key="retry-me"
+            )
+
+    results = await asyncio.gather(*(send() for _ in range(6)))
+
+    assert {m.id for m in results} == {results[0].id}
+    assert (await state(db, cid)).messages == 1
+
+
+async def test_same_key_in_two_conversations_is_two_messages(service: ConversationService) -> None:
+    a, b = await new_conversation(service), await new_conversation(service)
+    first = await service.save_message(a, "user", "x", user_id=ALICE, key="k")
+    second = await service.save_message(b, "user", "x", user_id=ALICE, key="k")
+    assert first.id != second.id
+
+
+# -- conversations: create, update, delete, list ------------------------------------------
+
+
+async def test_create_with_taken_id_is_a_conflict(service: ConversationService) -> None:
+    await service.create_conversation(ALICE, conversation_id="c-1")
+    with pytest.raises(ConversationExistsError):
+        await service.create_conversation(ALICE, conversation_id="c-1")
+
+
+async def test_update_title_and_metadata(service: ConversationService) -> None:
+    created = await service.create_conversation(ALICE, title="Old", metadata={"a": 1})
+
+    renamed = await service.update_conversation(created.id, ALICE, title="New")
+    replaced = await service.update_conversation(created.id, ALICE, metadata={"b": [1, "x"]})
+    cleared = await service.update_conversation(created.id, ALICE, title=None)
+
+    assert (renamed.title, renamed.metadata) == ("New", {"a": 1})
+    assert (replaced.title, replaced.metadata) == ("New", {"b": [1, "x"]})
+    assert cleared.title is None
+    assert created.updated_at < renamed.updated_at <= replaced.updated_at <= cleared.updated_at
+    assert await service.get_conversation(created.id, ALICE) == cleared
+
+
+async def test_delete_removes_conversation_and_its_messages(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b")])
+
+    await service.delete_conversation(cid, ALICE)
+
+    assert await state(db, cid) == await state(db, "nothing-here")
+    assert (await state(db, cid)).messages == 0
+    with pytest.raises(ConversationNotFoundError):
+        await service.get_conversation(cid, ALICE)
+
+
+async def test_list_conversations_most_recently_active_first_with_cursor(
+    service: ConversationService,
+) -> None:
+    ids = [await new_conversation(service) for _ in range(7)]
+    await new_conversation(service, owner=BOB)
+    await service.save_message(ids[2], "user", "bump", user_id=ALICE)
+    expected = [ids[2], *reversed([i for i in ids if i != ids[2]])]
+
+    seen, cursor = [], None
+    while True:
+        page = await service.list_conversations(ALICE, limit=3, cursor=cursor)
+        seen.extend(c.id for c in page.items)
+        assert len(page.items) <= 3
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+    assert seen == expected
+
+
+async def test_list_conversations_of_user_without_any_is_empty(
+    service: ConversationService,
+) -> None:
+    page = await service.list_conversations("nobody")
+    assert page.items == [] and page.next_cursor is None
+
+
+# -- messages: pages in both directions ----------------------------------------------------
+
+
+async def test_list_messages_pages_forward_and_backward(service: ConversationService) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user(f"m{i}") for i in range(1, 11)])
+
+    async def walk(order: str) -> list[int]:
+        seqs, cursor = [], None
+        while True:
+            page = await service.list_messages(cid, ALICE, limit=4, order=order, cursor=cursor)  # type: ignore[arg-type]
+            seqs.extend(m.seq for m in page.items)
+            if page.next_cursor is None:
+                return seqs
+            cursor = page.next_cursor
+
+    assert await walk("asc") == list(range(1, 11))
+    assert await walk("desc") == list(range(10, 0, -1))
+
+
+async def test_list_messages_after_seq_follows_the_conversation(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b"), user("c")])
+
+    page = await service.list_messages(cid, ALICE, after_seq=1)
+    empty = await service.list_messages(cid, ALICE, after_seq=3)
+
+    assert [m.content for m in page.items] == ["b", "c"] and page.next_cursor is None
+    assert empty.items == []
+
+
+async def test_cursor_of_one_direction_is_rejected_in_the_other(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b"), user("c")])
+    page = await service.list_messages(cid, ALICE, limit=1)
+    assert page.next_cursor is not None
+
+    with pytest.raises(ValidationError) as raised:
+        await service.list_messages(cid, ALICE, order="desc", cursor=page.next_cursor)
+    assert raised.value.field == "cursor"

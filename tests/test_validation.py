@@ -1,0 +1,319 @@
+"""Bad input: a typed error naming the field (and the limit), and nothing stored."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from convodb import (
+    ConversationService,
+    ConvodbError,
+    Database,
+    LimitExceededError,
+    Limits,
+    ValidationError,
+)
+
+from ._store import state
+
+Append = Callable[[ConversationService, str], Awaitable[object]]
+
+
+def batch(*messages: dict[str, Any]) -> Append:
+    return lambda service, cid: service.save_conversation_messages(cid, "alice", list(messages))
+
+
+def ok(text: str = "fine") -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+BAD_APPENDS: dict[str, tuple[Append, str]] = {
+    "unknown role": (batch(ok(), {"role": "wizard", "content": "x"}), "messages[1].role"),
+    "missing role": (batch({"content": "x"}), "messages[0].role"),
+    "tool without tool_call_id": (
+        batch({"role": "tool", "content": "42", "tool_name": "calc"}),
+        "messages[0].tool_call_id",
+    ),
+    "tool_call_id on a user message": (
+        batch({"role": "user", "content": "x", "tool_call_id": "c1"}),
+        "messages[0].tool_call_id",
+    ),
+    "tool calls on a user message": (
+        batch(
+            {
+                "role": "user",
+                "content": "x",
+                "tool_calls": [{"id": "1", "name": "f", "arguments": "{}"}],
+            }
+        ),
+        "messages[0].tool_calls",
+    ),
+    "tool call without name": (
+        batch(
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "arguments": "{}"}]}
+        ),
+        "messages[0].tool_calls[0].name",
+    ),
+    "tool call in a provider's shape": (
+        batch(
+            {"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {}}]}
+        ),
+        "messages[0].tool_calls[0]",
+    ),
+    "duplicate tool call ids": (
+        batch(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "1", "name": "f", "arguments": "{}"},
+                    {"id": "1", "name": "g", "arguments": "{}"},
+                ],
+            }
+        ),
+        "messages[0].tool_calls[1].id",
+    ),
+    "content is a number": (batch(ok(), {"role": "user", "content": 42}), "messages[1].content"),
+    "content is a dict": (batch({"role": "user", "content": {"text": "x"}}), "messages[0].content"),
+    "content is bytes": (batch({"role": "user", "content": b"x"}), "messages[0].content"),
+    "content missing": (batch({"role": "user"}), "messages[0].content"),
+    "NUL in content": (batch(ok(), ok("a\x00b")), "messages[1].content"),
+    "NUL in tool arguments": (
+        batch(
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "1", "name": "f", "arguments": '{"a":"\x00"}'}],
+            }
+        ),
+        "messages[0].tool_calls[0].arguments",
+    ),
+    "NUL in metadata": (batch({**ok(), "metadata": {"k": "v\x00"}}), "messages[0].metadata.k"),
+    "lone surrogate in content": (batch(ok("bad \ud800 text")), "messages[0].content"),
+    "lone surrogate in tool name": (
+        batch({"role": "tool", "content": "x", "tool_call_id": "c", "tool_name": "\udfff"}),
+        "messages[0].tool_name",
+    ),
+    "metadata is a list": (batch({**ok(), "metadata": [1, 2]}), "messages[0].metadata"),
+    "metadata is a string": (batch({**ok(), "metadata": '{"a": 1}'}), "messages[0].metadata"),
+    "metadata with NaN": (
+        batch({**ok(), "metadata": {"x": float("nan")}}),
+        "messages[0].metadata.x",
+    ),
+    "metadata with a non-JSON value": (
+        batch({**ok(), "metadata": {"x": object()}}),
+        "messages[0].metadata.x",
+    ),
+    "unknown message field": (batch({**ok(), "colour": "red"}), "messages[0]"),
+    "empty key": (batch({**ok(), "key": ""}), "messages[0].key"),
+    "repeated key in a batch": (
+        batch({**ok(), "key": "k"}, {**ok(), "key": "k"}),
+        "messages[1].key",
+    ),
+    "messages not a list": (
+        lambda s, cid: s.save_conversation_messages(cid, "alice", ok()),
+        "messages",
+    ),  # type: ignore[arg-type]
+    "message not a mapping": (batch(ok(), "hello"), "messages[1]"),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_APPENDS))
+async def test_bad_message_is_rejected_naming_the_field_and_stores_nothing(
+    db: Database, service: ConversationService, case: str
+) -> None:
+    append, field = BAD_APPENDS[case]
+    cid = (await service.create_conversation("alice")).id
+    await service.save_message(cid, "user", "before", user_id="alice")
+    before = await state(db, cid)
+
+    with pytest.raises(ValidationError) as raised:
+        await append(service, cid)
+
+    assert raised.value.field == field
+    assert str(raised.value).startswith(f"{field}: ")
+    assert await state(db, cid) == before
+
+
+LIMITS = Limits(
+    max_message_bytes=100,
+    max_metadata_bytes=50,
+    max_batch_messages=3,
+    max_tool_calls=2,
+    max_page_size=10,
+)
+
+OVER_LIMIT: dict[str, tuple[Append, str, int]] = {
+    "content over the message size": (batch(ok("é" * 51)), "messages[0]", 100),
+    "tool calls over the message size": (
+        batch(
+            {"role": "assistant", "tool_calls": [{"id": "1", "name": "f", "arguments": "x" * 99}]}
+        ),
+        "messages[0]",
+        100,
+    ),
+    "batch over the batch size": (batch(ok(), ok(), ok(), ok()), "messages", 3),
+    "metadata over its size": (
+        batch({**ok(), "metadata": {"k": "v" * 60}}),
+        "messages[0].metadata",
+        50,
+    ),
+    "too many tool calls": (
+        batch(
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": str(i), "name": "f", "arguments": "{}"} for i in range(3)],
+            }
+        ),
+        "messages[0].tool_calls",
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVER_LIMIT))
+async def test_input_over_a_configured_limit_names_the_limit_and_stores_nothing(
+    db: Database, case: str
+) -> None:
+    append, field, limit = OVER_LIMIT[case]
+    async with db.session() as session:
+        service = ConversationService(session, limits=LIMITS)
+        cid = (await service.create_conversation("alice")).id
+        before = await state(db, cid)
+
+        with pytest.raises(LimitExceededError) as raised:
+            await append(service, cid)
+
+    assert (raised.value.field, raised.value.limit) == (field, limit)
+    assert str(limit) in str(raised.value)
+    assert await state(db, cid) == before
+
+
+async def test_default_message_limit_is_one_mebibyte(
+    db: Database, service: ConversationService
+) -> None:
+    cid = (await service.create_conversation("alice")).id
+    exactly = await service.save_message(cid, "user", "x" * 1024 * 1024, user_id="alice")
+    before = await state(db, cid)
+
+    with pytest.raises(LimitExceededError) as raised:
+        await service.save_message(cid, "user", "x" * (1024 * 1024 + 1), user_id="alice")
+
+    assert raised.value.limit == 1024 * 1024
+    assert exactly.seq == 1 and await state(db, cid) == before
+
+
+BAD_IDS = {
+    "empty": "",
+    "too long": "a" * 65,
+    "space": "has space",
+    "slash": "../etc",
+    "leading dash": "-abc",
+    "unicode": "çhat",
+    "NUL": "a\x00b",
+    "not a string": 42,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IDS))
+async def test_malformed_conversation_id_is_rejected_everywhere(
+    db: Database, service: ConversationService, case: str
+) -> None:
+    bad = BAD_IDS[case]
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: service.create_conversation("alice", conversation_id=bad),  # type: ignore[arg-type]
+        lambda: service.get_or_create_conversation(bad, "alice"),  # type: ignore[arg-type]
+        lambda: service.get_conversation(bad, "alice"),  # type: ignore[arg-type]
+        lambda: service.save_message(bad, "user", "x", user_id="alice"),  # type: ignore[arg-type]
+        lambda: service.get_conversation_history(bad, "alice"),  # type: ignore[arg-type]
+        lambda: service.list_messages(bad, "alice"),  # type: ignore[arg-type]
+        lambda: service.delete_conversation(bad, "alice"),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError) as raised:
+            await call()
+        assert raised.value.field == "conversation_id"
+    assert (await state(db, "anything")).conversations == 0
+
+
+async def test_longest_valid_conversation_id_is_accepted(service: ConversationService) -> None:
+    cid = "A" + "b.c_d:e-" * 7 + "fghijkl"
+    assert len(cid) == 64
+    assert (await service.create_conversation("alice", conversation_id=cid)).id == cid
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 1001, 10**9, True, 2.5, "50"])
+async def test_absurd_history_limit_is_rejected(service: ConversationService, limit: Any) -> None:
+    cid = (await service.create_conversation("alice")).id
+    for call in (
+        lambda: service.get_conversation_history(cid, "alice", limit=limit),
+        lambda: service.list_messages(cid, "alice", limit=limit),
+        lambda: service.list_conversations("alice", limit=limit),
+    ):
+        with pytest.raises(ValidationError) as raised:
+            await call()
+        assert raised.value.field == "limit"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "why"),
+    [("", "empty"), ("u" * 256, "too long"), (None, "not a string"), ("a\x00", "NUL")],
+)
+async def test_bad_user_id_is_rejected(
+    db: Database, service: ConversationService, user_id: Any, why: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        await service.create_conversation(user_id)
+    assert raised.value.field == "user_id"
+    assert (await state(db, "x")).conversations == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"title": "t" * 1025}, "title"),
+        ({"title": 5}, "title"),
+        ({"metadata": ["not", "an", "object"]}, "metadata"),
+        ({"metadata": {"k": "\ud800"}}, "metadata.k"),
+    ],
+)
+async def test_bad_conversation_fields_are_rejected(
+    db: Database, service: ConversationService, kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        await service.create_conversation("alice", **kwargs)
+    assert raised.value.field == field
+    existing = await service.create_conversation("alice", title="keep")
+    with pytest.raises(ValidationError):
+        await service.update_conversation(existing.id, "alice", **kwargs)
+    assert (await service.get_conversation(existing.id, "alice")) == existing
+    assert (await state(db, existing.id)).conversations == 1
+
+
+@pytest.mark.parametrize("cursor", ["", "not-base64!", "eyJ2IjoyfQ", "W10", "e30", "x" * 2000])
+async def test_malformed_cursor_is_a_validation_error(
+    service: ConversationService, cursor: str
+) -> None:
+    cid = (await service.create_conversation("alice")).id
+    for call in (
+        lambda: service.list_messages(cid, "alice", cursor=cursor),
+        lambda: service.list_conversations("alice", cursor=cursor),
+    ):
+        with pytest.raises(ValidationError) as raised:
+            await call()
+        assert raised.value.field == "cursor"
+
+
+async def test_bad_order_and_after_seq_are_rejected(service: ConversationService) -> None:
+    cid = (await service.create_conversation("alice")).id
+    with pytest.raises(ValidationError, match="order"):
+        await service.list_messages(cid, "alice", order="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="after_seq"):
+        await service.list_messages(cid, "alice", after_seq=-1)
+    with pytest.raises(ValidationError, match="after_seq"):
+        await service.list_messages(cid, "alice", after_seq=1, order="desc")
+
+
+def test_every_error_is_a_convodb_error() -> None:
+    assert issubclass(LimitExceededError, ValidationError)
+    assert issubclass(ValidationError, ConvodbError) and issubclass(ValidationError, ValueError)
