@@ -82,7 +82,7 @@ async def test_get_db_session_uses_the_environment(
     set_default_database(None)
     try:
         async with get_db_session() as session:
-            assert session.get_bind().url.database == str(tmp_path / "env.db")
+            assert session.get_bind().engine.url.database == str(tmp_path / "env.db")
     finally:
         from convodb import _db
 

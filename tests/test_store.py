@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,7 +197,7 @@ async def _call_every_method(service: ConversationService, cid: str, who: str) -
 
     (``get_or_create_conversation`` creates a missing conversation, so it has its own test.)
     """
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: service.get_conversation(cid, who),
         lambda: service.update_conversation(cid, who, title="mine now"),
         lambda: service.update_conversation(cid, who, metadata={"x": 1}),
@@ -295,7 +296,7 @@ async def test_concurrent_get_or_create_of_one_id_creates_it_once(db: Database) 
 async def test_tool_calls_and_results_round_trip_exactly(service: ConversationService) -> None:
     cid = await new_conversation(service)
     arguments = '{"city": "Zürich",  "unit":"°C", "note": "naïve 🌧️ \\n \\u00e9"}'
-    turn = [
+    turn: list[NewMessage | dict[str, str]] = [
         user("Weather in Zürich and Kraków?"),
         NewMessage(
             role="assistant",
@@ -449,7 +450,8 @@ async def test_list_conversations_most_recently_active_first_with_cursor(
     await service.save_message(ids[2], "user", "bump", user_id=ALICE)
     expected = [ids[2], *reversed([i for i in ids if i != ids[2]])]
 
-    seen, cursor = [], None
+    seen: list[str] = []
+    cursor = None
     while True:
         page = await service.list_conversations(ALICE, limit=3, cursor=cursor)
         seen.extend(c.id for c in page.items)
@@ -476,7 +478,8 @@ async def test_list_messages_pages_forward_and_backward(service: ConversationSer
     await service.save_conversation_messages(cid, ALICE, [user(f"m{i}") for i in range(1, 11)])
 
     async def walk(order: str) -> list[int]:
-        seqs, cursor = [], None
+        seqs: list[int] = []
+        cursor = None
         while True:
             page = await service.list_messages(cid, ALICE, limit=4, order=order, cursor=cursor)  # type: ignore[arg-type]
             seqs.extend(m.seq for m in page.items)

@@ -111,9 +111,9 @@ BAD_APPENDS: dict[str, tuple[Append, str]] = {
         "messages[1].key",
     ),
     "messages not a list": (
-        lambda s, cid: s.save_conversation_messages(cid, "alice", ok()),
+        lambda s, cid: s.save_conversation_messages(cid, "alice", ok()),  # type: ignore[arg-type]
         "messages",
-    ),  # type: ignore[arg-type]
+    ),
     "message not a mapping": (batch(ok(), "hello"), "messages[1]"),  # type: ignore[arg-type]
 }
 
