@@ -1,0 +1,297 @@
+"""Token counters: tiktoken's o200k_base loaded only from the local cache, and the estimate's
+calibration against it.
+
+tiktoken downloads its BPE files at run time; these machines reach no network but package
+registries. The quicktok-v1 wheel ships the o200k_base ranks, from which the fixture writes
+tiktoken's cache file; its SHA-256 must equal the hash tiktoken pins, so the reference below is
+the real encoding, not a look-alike.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import json
+import struct
+import sys
+import sysconfig
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convodb import tokens
+from convodb._records import NewMessage, StoredMessage, ToolCall
+from convodb.tokens import (
+    MESSAGE_OVERHEAD,
+    TOOL_CALL_OVERHEAD,
+    EstimateCounter,
+    TiktokenCounter,
+    TokenCounter,
+    default_counter,
+)
+
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+ESTIMATE = EstimateCounter()
+
+
+def o200k_tiktoken_file() -> bytes:
+    """o200k_base in tiktoken's format, from quicktok's vocab file.
+
+    quicktok's format: a little-endian u32 count, then per token a u16 length, the bytes and a
+    u32 rank.
+    """
+    data = (resources.files("quicktok") / "data" / "o200k.vocab").read_bytes()
+    (count,) = struct.unpack_from("<I", data, 0)
+    offset = 4
+    ranks: list[tuple[int, bytes]] = []
+    for _ in range(count):
+        (length,) = struct.unpack_from("<H", data, offset)
+        token = data[offset + 2 : offset + 2 + length]
+        (rank,) = struct.unpack_from("<I", data, offset + 2 + length)
+        offset += 6 + length
+        ranks.append((rank, token))
+    ranks.sort()
+    return b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in ranks)
+
+
+@pytest.fixture(scope="session")
+def o200k_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    content = o200k_tiktoken_file()
+    assert hashlib.sha256(content).hexdigest() == O200K_SHA256
+    cache = tmp_path_factory.mktemp("tiktoken-cache")
+    (cache / hashlib.sha1(O200K_URL.encode()).hexdigest()).write_bytes(content)
+    return cache
+
+
+def refuse_download(blobpath: str) -> bytes:
+    raise AssertionError(f"tiktoken tried to download {blobpath}")
+
+
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tiktoken.load
+
+    monkeypatch.setattr(tiktoken.load, "read_file", refuse_download)
+
+
+@pytest.fixture(scope="session")
+def o200k(o200k_cache: Path) -> TokenCounter:
+    """The exact counter, as default_counter() finds it in the cache; shared by the session."""
+    import tiktoken.load
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiktoken.load, "read_file", refuse_download)
+        patch.setenv("TIKTOKEN_CACHE_DIR", str(o200k_cache))
+        counter = default_counter()
+    assert counter.name == "tiktoken:o200k_base"
+    return counter
+
+
+# -- choosing the counter -------------------------------------------------------------------
+
+
+def test_default_counter_loads_o200k_from_the_cache_without_network(
+    o200k_cache: Path, monkeypatch: pytest.MonkeyPatch, no_download: None
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(o200k_cache))
+    tokens._load_o200k.cache_clear()
+    counter = default_counter()
+    assert isinstance(counter, TiktokenCounter)
+    assert counter.name == "tiktoken:o200k_base"
+    assert default_counter().count_text("Hello world") == 2
+
+
+def test_tiktoken_counter_counts_special_token_text_as_text(o200k: TokenCounter) -> None:
+    assert o200k.count_text("Hello world") == 2
+    assert o200k.count_text("<|endoftext|>") > 1  # special-token text is ordinary text
+
+
+def test_default_counter_honours_data_gym_cache_dir(
+    o200k_cache: Path, monkeypatch: pytest.MonkeyPatch, no_download: None
+) -> None:
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(o200k_cache))
+    assert default_counter().name == "tiktoken:o200k_base"
+
+
+def test_default_counter_estimates_when_the_cache_is_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_download: None
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    counter = default_counter()
+    assert isinstance(counter, EstimateCounter)
+    assert counter.name == "estimate:o200k_base"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_counter_estimates_when_caching_is_disabled(
+    monkeypatch: pytest.MonkeyPatch, no_download: None
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken would download on every load
+    assert isinstance(default_counter(), EstimateCounter)
+
+
+def test_default_counter_ignores_and_keeps_a_corrupt_cache_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_download: None
+) -> None:
+    path = tmp_path / hashlib.sha1(O200K_URL.encode()).hexdigest()
+    path.write_bytes(b"not a BPE file\n")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert isinstance(default_counter(), EstimateCounter)
+    assert path.read_bytes() == b"not a BPE file\n"  # tiktoken would delete it and download
+
+
+def test_default_counter_estimates_without_tiktoken(
+    o200k_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(o200k_cache))
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # import tiktoken -> ImportError
+    tokens._load_o200k.cache_clear()
+    try:
+        assert isinstance(default_counter(), EstimateCounter)
+    finally:
+        tokens._load_o200k.cache_clear()
+
+
+def test_counters_satisfy_the_protocol(o200k: TokenCounter) -> None:
+    assert isinstance(ESTIMATE, TokenCounter)
+    assert isinstance(o200k, TokenCounter)
+
+
+# -- counting messages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("counter_name", ["estimate", "o200k"])
+def test_message_count_adds_overhead_ids_and_tool_calls(
+    counter_name: str, request: pytest.FixtureRequest
+) -> None:
+    counter: TokenCounter = (
+        ESTIMATE if counter_name == "estimate" else request.getfixturevalue("o200k")
+    )
+    text = counter.count_text
+    assert counter.count_message(NewMessage(role="user", content="")) == MESSAGE_OVERHEAD
+    assert counter.count_message(NewMessage(role="user", content="Hello there")) == (
+        MESSAGE_OVERHEAD + text("Hello there")
+    )
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    expected = MESSAGE_OVERHEAD + text("Checking") + TOOL_CALL_OVERHEAD
+    expected += text("call_1") + text("get_weather") + text('{"city": "Paris"}')
+    as_dataclass = NewMessage(role="assistant", content="Checking", tool_calls=[call])
+    as_mapping = NewMessage(role="assistant", content="Checking", tool_calls=[call.to_dict()])
+    assert counter.count_message(as_dataclass) == expected
+    assert counter.count_message(as_mapping) == expected
+    result = StoredMessage(
+        id="m",
+        conversation_id="c",
+        seq=2,
+        role="tool",
+        content="18 C",
+        tool_calls=None,
+        tool_name="get_weather",
+        tool_call_id="call_1",
+        metadata={},
+        key=None,
+        token_count=None,
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    assert counter.count_message(result) == MESSAGE_OVERHEAD + text("18 C") + text("call_1")
+
+
+# -- calibration of the estimate ------------------------------------------------------------
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MODULES = [
+    "json/__init__.py",
+    "textwrap.py",
+    "argparse.py",
+    "asyncio/tasks.py",
+    "dataclasses.py",
+    "csv.py",
+    "heapq.py",
+    "string.py",
+    "shlex.py",
+    "email/message.py",
+    "logging/__init__.py",
+    "pathlib.py",
+    "functools.py",
+    "http/client.py",
+]
+
+
+def samples() -> list[tuple[str, str]]:
+    """Python source, English prose (the stdlib's docstrings) and JSON tool arguments."""
+    out: list[tuple[str, str]] = []
+    for name in MODULES:
+        source = (STDLIB / name).read_text(encoding="utf-8")
+        out.append((name, source))
+        nodes = ast.walk(ast.parse(source))
+        docs = [
+            ast.get_docstring(n) for n in nodes if isinstance(n, ast.ClassDef | ast.FunctionDef)
+        ]
+        out.append((f"docstrings of {name}", "\n\n".join(d for d in docs if d)))
+    arguments: list[dict[str, Any]] = [
+        {"city": "Paris", "units": "metric", "days": [1, 2, 3]},
+        {"query": "weather forecast for tomorrow", "limit": 10, "id": "call_8f3a9b2c"},
+        {"path": "src/convodb/history.py", "line": 120, "replace": "return window"},
+    ]
+    out.append(("json arguments", "\n".join(json.dumps(a) for a in arguments * 10)))
+    return out
+
+
+def test_estimate_never_undercounts_code_prose_or_json(o200k: TokenCounter) -> None:
+    for name, text in samples():
+        real, estimate = o200k.count_text(text), ESTIMATE.count_text(text)
+        # Documented: 4-25% above the real count, never below.
+        assert real <= estimate <= 1.3 * real, (name, real, estimate)
+
+
+def test_estimate_of_single_line_messages_rarely_undercounts(o200k: TokenCounter) -> None:
+    lines = [line for _, text in samples() for line in text.splitlines() if line.strip()]
+    under = [
+        line
+        for line in lines
+        if ESTIMATE.count_message(NewMessage(role="user", content=line))
+        < 0.9 * o200k.count_message(NewMessage(role="user", content=line))
+    ]
+    assert len(under) <= 0.01 * len(lines), under[:10]
+
+
+WORDS = sorted(
+    {
+        w
+        for _, text in samples()[1::2]
+        for w in text.replace("\n", " ").split(" ")
+        if w.isalpha() and w.isascii()
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(WORDS), st.sampled_from([" ", " ", " ", ", ", ". ", "\n"])),
+        min_size=20,
+        max_size=120,
+    )
+)
+def test_estimate_of_english_sentences_is_within_ten_percent(
+    o200k: TokenCounter, words: list[tuple[str, str]]
+) -> None:
+    text = "".join(w + sep for w, sep in words)
+    real = o200k.count_text(text)
+    assert ESTIMATE.count_text(text) >= 0.9 * real
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_estimate_counts_any_text_without_error(text: str) -> None:
+    count = ESTIMATE.count_text(text)
+    assert count >= (1 if text else 0)
+    assert count <= 2 * len(text)
