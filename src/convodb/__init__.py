@@ -18,6 +18,7 @@ Everything public is importable from here; the submodules are private, except
 from __future__ import annotations
 
 from ._db import DEFAULT_DATABASE_URL, Database, get_db_session, set_default_database
+from ._keys import ApiKey, ApiKeyService, CreatedApiKey, StoredApiKey
 from ._models import ROLES, Conversation, Message
 from ._records import NewMessage, Page, Role, StoredConversation, StoredMessage, ToolCall
 from ._service import ConversationService
@@ -39,12 +40,15 @@ from .formats import build_message_array, message_to_dict
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "ROLES",
+    "ApiKey",
+    "ApiKeyService",
     "ConflictError",
     "Conversation",
     "ConversationExistsError",
     "ConversationNotFoundError",
     "ConversationService",
     "ConvodbError",
+    "CreatedApiKey",
     "Database",
     "IdempotencyKeyReuseError",
     "LimitExceededError",
@@ -56,6 +60,7 @@ __all__ = [
     "Role",
     "StoreBusyError",
     "StoreUnavailableError",
+    "StoredApiKey",
     "StoredConversation",
     "StoredMessage",
     "ToolCall",

@@ -109,4 +109,6 @@ messages: Table = Message.__table__  # type: ignore[attr-defined]
 
 def tables() -> list[Table]:
     """convodb's own tables, in creation order (not the rest of ``SQLModel.metadata``)."""
-    return [conversations, messages]
+    from ._keys import api_keys  # the HTTP service's keys; imported here to avoid a cycle
+
+    return [conversations, messages, api_keys]

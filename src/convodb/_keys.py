@@ -1,0 +1,238 @@
+"""API keys for the HTTP service: created and revoked by an operator, verified per request.
+
+A key is shown once, when it is created, as ``cdb_<key id>_<secret>``; the store keeps only
+the SHA-256 digest of the secret. The secret is 32 random bytes, so a fast digest is enough:
+slow password hashes (bcrypt, scrypt) protect secrets people choose, which can be guessed, and
+this one cannot. Verification looks the key up by its id (the primary key) and compares digests
+with :func:`hmac.compare_digest`; an unknown id is compared against a dummy digest, so the
+answer takes the same time whether the id exists or not.
+
+A key is either bound to one user (every request it signs acts as that user) or is a service
+key (``user_id`` is ``None``) for a trusted backend, which names the user on each request.
+
+``api_keys`` is small and read by its id only, and shares no key with the conversation tables:
+on a Citus cluster it is a reference table, replicated to every node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import Column, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from ._cursor import decode_cursor, encode_cursor
+from ._dialect import translate_error
+from ._ids import new_id
+from ._records import Page
+from ._types import DateTimeUTC, utcnow
+from ._validation import Limits, check_limit, check_text, check_user_id
+
+__all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys"]
+
+TOKEN_PREFIX = "cdb_"
+"""Every convodb API key starts with this, so a bearer token is told from a JWT at a glance."""
+_ID_LENGTH = 32  # a UUIDv7 as hex
+_NAME_LENGTH = 255
+# Compared against when the key id is unknown, so that a miss costs what a hit costs.
+_DUMMY_DIGEST = hashlib.sha256(b"convodb: no such key").hexdigest()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key of the HTTP service; the secret itself is never stored."""
+
+    __tablename__: ClassVar[str] = "api_keys"
+
+    id: str = Field(sa_column=Column(String(_ID_LENGTH), primary_key=True))
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    """The user every request signed with the key acts as; ``None`` for a service key."""
+    name: str | None = Field(default=None, sa_column=Column(String(_NAME_LENGTH)))
+    """What the key is for, shown by ``convodb keys list``."""
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    """SHA-256 of the secret, hex."""
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTimeUTC))
+
+
+api_keys: Table = ApiKey.__table__  # type: ignore[attr-defined]
+
+_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.user_id,
+    api_keys.c.name,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredApiKey:
+    """An API key as listed: everything but the secret."""
+
+    id: str
+    user_id: str | None
+    """The bound user; ``None`` for a service key, which names the user per request."""
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def is_service_key(self) -> bool:
+        return self.user_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedApiKey:
+    """A new key and its token; the token is shown this once and cannot be recovered."""
+
+    key: StoredApiKey
+    token: str
+    """``cdb_<key id>_<secret>``: send it as ``Authorization: Bearer <token>``."""
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _parse(token: str) -> tuple[str, str] | None:
+    """``(key id, secret)`` of a well-formed token, else ``None``."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    key_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    if not sep or len(key_id) != _ID_LENGTH or not secret or len(secret) > 256:
+        return None
+    return key_id, secret
+
+
+class ApiKeyService:
+    """Create, verify, list and revoke the HTTP service's API keys.
+
+    ```python
+    async with db.session() as session:
+        keys = ApiKeyService(session)
+        created = await keys.create("alice", name="support bot")
+        print(created.token)  # shown once
+        assert (await keys.verify(created.token)).user_id == "alice"
+    ```
+
+    Args:
+        session: an ``AsyncSession`` on a database with convodb's tables.
+        commit: commit each write (the default); ``False`` joins the caller's transaction.
+    """
+
+    def __init__(self, session: AsyncSession, *, commit: bool = True) -> None:
+        self.session = session
+        self._commit = commit
+
+    async def create(self, user_id: str | None = None, *, name: str | None = None) -> CreatedApiKey:
+        """A new key bound to ``user_id``, or a service key when ``user_id`` is ``None``.
+
+        Raises:
+            ValidationError: ``user_id`` or ``name`` is invalid.
+        """
+        uid = None if user_id is None else check_user_id(user_id)
+        label = None if name is None else check_text("name", name, max_length=_NAME_LENGTH)
+        key_id = new_id().replace("-", "")
+        secret = secrets.token_urlsafe(32)
+        record = StoredApiKey(key_id, uid, label, utcnow(), None)
+        values = {
+            "id": key_id,
+            "user_id": uid,
+            "name": label,
+            "secret_hash": _digest(secret),
+            "created_at": record.created_at,
+            "revoked_at": None,
+        }
+        async with self._write():
+            await self.session.execute(api_keys.insert().values(values))
+        return CreatedApiKey(record, f"{TOKEN_PREFIX}{key_id}_{secret}")
+
+    async def verify(self, token: str) -> StoredApiKey | None:
+        """The key a token belongs to, or ``None`` if it is malformed, unknown, wrong or revoked.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached.
+        """
+        parsed = _parse(token)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        statement = select(*_COLUMNS, api_keys.c.secret_hash).where(api_keys.c.id == key_id)
+        async with self._read():
+            row = (await self.session.execute(statement)).one_or_none()
+        stored_digest = _DUMMY_DIGEST if row is None else row.secret_hash
+        matches = hmac.compare_digest(_digest(secret), stored_digest)
+        if row is None or not matches or row.revoked_at is not None:
+            return None
+        return StoredApiKey(*row[: len(_COLUMNS)])
+
+    async def revoke(self, key_id: str) -> StoredApiKey | None:
+        """Revoke a key: it stops working at once. Revoking twice keeps the first time.
+
+        Returns:
+            The revoked key, or ``None`` if there is no key with this id.
+        """
+        statement = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(*_COLUMNS)
+        )
+        async with self._write():
+            row = (await self.session.execute(statement)).one_or_none()
+            if row is None:
+                select_key = select(*_COLUMNS).where(api_keys.c.id == key_id)
+                row = (await self.session.execute(select_key)).one_or_none()
+        return None if row is None else StoredApiKey(*row)
+
+    async def list_keys(
+        self, *, limit: int = 50, cursor: str | None = None, include_revoked: bool = False
+    ) -> Page[StoredApiKey]:
+        """Keys, oldest first (key ids are time-ordered), one page at a time."""
+        n = check_limit(limit, Limits())
+        statement = select(*_COLUMNS)
+        if not include_revoked:
+            statement = statement.where(api_keys.c.revoked_at.is_(None))
+        if cursor is not None:
+            position = decode_cursor(cursor, "api-keys", {"i": str})
+            statement = statement.where(api_keys.c.id > position["i"])
+        statement = statement.order_by(api_keys.c.id).limit(n + 1)
+        async with self._read():
+            rows: Sequence[Any] = (await self.session.execute(statement)).all()
+        items = [StoredApiKey(*row) for row in rows[:n]]
+        next_cursor = encode_cursor("api-keys", i=items[-1].id) if len(rows) > n else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        try:
+            yield
+            if self._commit:
+                await self.session.commit()
+        except BaseException as exc:
+            if self._commit:
+                await self.session.rollback()
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
