@@ -6,7 +6,9 @@ the service: they are translated once, in ``convodb._dialect``, by SQLSTATE or S
 ```
 ConvodbError
 ├── ValidationError (ValueError)          bad input: names the field and the limit; nothing stored
-│   └── LimitExceededError                a size / count limit was exceeded
+│   ├── LimitExceededError                a size / count limit was exceeded
+│   └── ContextBudgetError                system prompt, summary and new message alone
+│                                         exceed the token budget of a history window
 ├── ConversationNotFoundError (LookupError, PermissionError)
 │                                         missing, or owned by another user: indistinguishable
 ├── ConflictError                         the request contradicts what is stored
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConflictError",
+    "ContextBudgetError",
     "ConversationExistsError",
     "ConversationNotFoundError",
     "ConvodbError",
@@ -124,4 +127,26 @@ class MissingDependencyError(ConvodbError, ImportError):
         self.extra = extra
         super().__init__(
             f"{package!r} is not installed; install it with: pip install 'convodb[{extra}]'"
+        )
+
+
+class ContextBudgetError(ValidationError):
+    """The fixed part of a prompt alone exceeds the token budget; no window fits.
+
+    The system prompt, the pinned summary and the new user message are always sent, so a
+    ``max_tokens`` smaller than their sum cannot be met by dropping history. Raise the budget to
+    at least :attr:`required` or shorten those parts.
+
+    Attributes:
+        required: the smallest ``max_tokens`` that fits the fixed part (with no history).
+        limit: the ``max_tokens`` that was asked for.
+    """
+
+    def __init__(self, *, required: int, max_tokens: int) -> None:
+        self.required = required
+        super().__init__(
+            "max_tokens",
+            f"is {max_tokens}, but the system prompt, summary and new user message alone take "
+            f"{required} tokens; raise max_tokens to at least {required} or shorten them",
+            limit=max_tokens,
         )
