@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
@@ -24,6 +25,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from convodb import ConversationService, Database
 from convodb._models import tables
+
+if TYPE_CHECKING:
+    from tests._http import Api
 
 POSTGRES_URL = os.environ.get(
     "CONVODB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -98,3 +102,15 @@ async def service(db: Database) -> AsyncIterator[ConversationService]:
     """A service on a session of ``db``."""
     async with db.session() as session:
         yield ConversationService(session)
+
+
+@pytest.fixture
+async def api(db: Database) -> AsyncIterator[Api]:
+    """The HTTP app on ``db`` (API keys and HS256 JWTs on), with an in-process client."""
+    # Imported here: the rest of the suite does not need the server extra.
+    from convodb.server import create_app
+    from tests._http import Api, make_client, settings
+
+    app = create_app(settings(), database=db)
+    async with make_client(app) as client:
+        yield Api(db, app, client)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, String, Table, select, update
+from sqlalchemy import Column, String, Table, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -35,6 +35,7 @@ from ._ids import new_id
 from ._records import Page
 from ._types import DateTimeUTC, utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
+from .errors import ValidationError
 
 __all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys"]
 
@@ -198,19 +199,31 @@ class ApiKeyService:
     async def list_keys(
         self, *, limit: int = 50, cursor: str | None = None, include_revoked: bool = False
     ) -> Page[StoredApiKey]:
-        """Keys, oldest first (key ids are time-ordered), one page at a time."""
+        """Keys, oldest first, one page at a time."""
         n = check_limit(limit, Limits())
         statement = select(*_COLUMNS)
         if not include_revoked:
             statement = statement.where(api_keys.c.revoked_at.is_(None))
         if cursor is not None:
-            position = decode_cursor(cursor, "api-keys", {"i": str})
-            statement = statement.where(api_keys.c.id > position["i"])
-        statement = statement.order_by(api_keys.c.id).limit(n + 1)
+            position = decode_cursor(cursor, "api-keys", {"t": str, "i": str})
+            try:
+                at = datetime.fromisoformat(position["t"])
+            except ValueError:
+                raise ValidationError("cursor", "is malformed; pass back a next_cursor") from None
+            statement = statement.where(
+                or_(
+                    api_keys.c.created_at > at,
+                    and_(api_keys.c.created_at == at, api_keys.c.id > position["i"]),
+                )
+            )
+        statement = statement.order_by(api_keys.c.created_at, api_keys.c.id).limit(n + 1)
         async with self._read():
             rows: Sequence[Any] = (await self.session.execute(statement)).all()
         items = [StoredApiKey(*row) for row in rows[:n]]
-        next_cursor = encode_cursor("api-keys", i=items[-1].id) if len(rows) > n else None
+        next_cursor = None
+        if len(rows) > n:
+            last = items[-1]
+            next_cursor = encode_cursor("api-keys", t=last.created_at.isoformat(), i=last.id)
         return Page(items=items, next_cursor=next_cursor)
 
     @asynccontextmanager

@@ -1,0 +1,282 @@
+"""The Typer application behind the ``convodb`` command.
+
+Commands translate flags into calls on convodb's public API (``Database``, ``ApiKeyService``,
+``convodb.server``); errors are turned into a one-line message and exit status 1 in one
+place, :func:`_run`.
+"""
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.engine import make_url
+
+from convodb import (
+    DEFAULT_DATABASE_URL,
+    ApiKeyService,
+    ConvodbError,
+    Database,
+    MissingDependencyError,
+    StoredApiKey,
+)
+
+__all__ = ["app"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="convodb",
+    help="Conversation storage for LLM agents: the HTTP service and its API keys.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DatabaseUrl = Annotated[
+    str,
+    typer.Option(
+        "--database-url",
+        envvar=["CONVODB_DATABASE_URL", "DATABASE_URL"],
+        help="sqlite:///path.db or postgresql://user@host/db.",
+        show_default=True,
+    ),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(1)
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; the CLI's one error handler turns convodb's errors into exit 1."""
+    try:
+        return asyncio.run(work())
+    except (ConvodbError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    async with Database(url) as db:
+        await db.create_all()  # idempotent: every command works on a fresh database
+        return await work(db)
+
+
+def _when(at: datetime | None) -> str:
+    return "-" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+@app.command("init-db")
+def init_db(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
+    """Create convodb's tables where they do not exist yet."""
+
+    async def work(db: Database) -> str:
+        return repr(db)
+
+    shown = _run(lambda: _with_database(database_url, work))
+    typer.echo(f"convodb tables ready in {shown}")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Bind the key to this user.")
+    ] = None,
+    service: Annotated[
+        bool,
+        typer.Option(
+            "--service",
+            help="A service key for a trusted backend: it names the user on each request "
+            "in the X-Convodb-User header.",
+        ),
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="What the key is for.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print the token only, for scripts.")
+    ] = False,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+) -> None:
+    """Create an API key and print its token, once: only a digest of it is stored."""
+    if (user is None) == (not service):
+        raise _fail("give either --user USER or --service")
+
+    async def work(db: Database) -> Any:
+        async with db.session() as session:
+            return await ApiKeyService(session).create(user, name=name)
+
+    created = _run(lambda: _with_database(database_url, work))
+    if quiet:
+        typer.echo(created.token)
+        return
+    who = "a service key" if created.key.is_service_key else f"user {created.key.user_id!r}"
+    typer.echo(f"Created API key {created.key.id} for {who}.")
+    typer.echo("Token (shown once, store it now):", err=True)
+    typer.echo(created.token)
+
+
+@keys_app.command("list")
+def keys_list(
+    all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+) -> None:
+    """List API keys, oldest first (never their secrets)."""
+
+    async def work(db: Database) -> list[StoredApiKey]:
+        found: list[StoredApiKey] = []
+        cursor = None
+        async with db.session() as session:
+            keys = ApiKeyService(session)
+            while True:
+                page = await keys.list_keys(limit=500, cursor=cursor, include_revoked=all_keys)
+                found.extend(page.items)
+                if page.next_cursor is None:
+                    return found
+                cursor = page.next_cursor
+
+    found = _run(lambda: _with_database(database_url, work))
+    if not found:
+        typer.echo("No API keys. Create one with: convodb keys create --user USER")
+        return
+    rows = [
+        (
+            k.id,
+            "(service)" if k.user_id is None else k.user_id,
+            k.name or "",
+            _when(k.created_at),
+            _when(k.revoked_at),
+        )
+        for k in found
+    ]
+    typer.echo(_table(("ID", "USER", "NAME", "CREATED", "REVOKED"), rows))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as `convodb keys list` shows.")],
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+) -> None:
+    """Revoke an API key: requests signed with it fail from now on."""
+
+    async def work(db: Database) -> StoredApiKey | None:
+        async with db.session() as session:
+            return await ApiKeyService(session).revoke(key_id)
+
+    revoked = _run(lambda: _with_database(database_url, work))
+    if revoked is None:
+        raise _fail(f"no API key with id {key_id!r}; see: convodb keys list --all")
+    typer.echo(f"Revoked API key {revoked.id} ({_when(revoked.revoked_at)}).")
+
+
+@app.command("serve")
+def serve(
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    host: Annotated[
+        str, typer.Option(envvar="CONVODB_HOST", help="Interface to bind.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="CONVODB_PORT", help="TCP port.")] = 8000,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            envvar="CONVODB_DEV",
+            help="DEVELOPMENT ONLY: accept requests without credentials from this machine, "
+            "as the X-Convodb-User header's user (default 'dev'). Binds to loopback only.",
+        ),
+    ] = False,
+    api_keys: Annotated[
+        bool,
+        typer.Option(
+            "--api-keys/--no-api-keys", envvar="CONVODB_API_KEYS", help="Accept API keys."
+        ),
+    ] = True,
+    jwt_public_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CONVODB_JWT_PUBLIC_KEY_FILE", help="PEM public key for RS256/ES256 JWTs."
+        ),
+    ] = None,
+    jwt_jwks_file: Annotated[
+        Path | None,
+        typer.Option(envvar="CONVODB_JWT_JWKS_FILE", help="JWKS file for RS256/ES256 JWTs."),
+    ] = None,
+    jwt_issuer: Annotated[
+        str | None, typer.Option(envvar="CONVODB_JWT_ISSUER", help="Required JWT 'iss'.")
+    ] = None,
+    jwt_audience: Annotated[
+        str | None, typer.Option(envvar="CONVODB_JWT_AUDIENCE", help="Required JWT 'aud'.")
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(envvar="CONVODB_MAX_BODY_BYTES", help="Largest request body (413 above)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Run the HTTP service.
+
+    HS256 JWTs are verified with the secret in CONVODB_JWT_SECRET (an environment variable
+    only: a flag would show the secret in the process list).
+    """
+    try:
+        import uvicorn
+
+        from convodb.server import Settings, create_app
+    except ImportError as exc:
+        if isinstance(exc, MissingDependencyError):
+            raise _fail(str(exc)) from None
+        raise _fail(str(MissingDependencyError(exc.name or "uvicorn", "server"))) from None
+    try:
+        settings = Settings.from_env(
+            database_url=database_url,
+            host=host,
+            port=port,
+            dev=dev,
+            api_keys=api_keys,
+            jwt_public_key_file=jwt_public_key_file,
+            jwt_jwks_file=jwt_jwks_file,
+            jwt_issuer=jwt_issuer,
+            jwt_audience=jwt_audience,
+            max_body_bytes=max_body_bytes,
+        )
+        application = create_app(settings)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if settings.dev:
+        banner = "!" * 78
+        typer.secho(
+            f"{banner}\n DEV MODE: NO AUTHENTICATION. Requests without credentials act as any "
+            f"user they name.\n Listening on {settings.host} (loopback) only. Never use this "
+            f"in production.\n{banner}",
+            err=True,
+            fg=typer.colors.YELLOW,
+            bold=True,
+        )
+    modes = [m for m, on in (("API keys", settings.api_keys), ("JWT", settings.jwt_enabled)) if on]
+    typer.echo(
+        f"convodb serving {_redacted(settings.database_url)} on "
+        f"http://{settings.host}:{settings.port} (auth: {', '.join(modes) or 'none'})",
+        err=True,
+    )
+    sys.stderr.flush()
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level)
+
+
+def _redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"

@@ -1,0 +1,433 @@
+"""``create_app``: the FastAPI application, its routes and its OpenAPI document.
+
+Routes translate HTTP into :class:`convodb.ConversationService` calls and back; the user is
+always the authenticated one (see ``_auth``), never taken from the path or the body.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException
+
+from convodb import ConversationService, ConvodbError, Database, StoreUnavailableError
+
+from ._auth import Authenticator
+from ._body import BodyLimitMiddleware
+from ._problems import (
+    BAD_REQUEST,
+    BODY_TOO_LARGE,
+    CONVERSATION_NOT_FOUND,
+    FORBIDDEN,
+    IDEMPOTENCY_KEY_REUSE,
+    INVALID_INPUT,
+    INVALID_REQUEST,
+    LIMIT_EXCEEDED,
+    PROBLEM_JSON,
+    STORE_BUSY,
+    STORE_UNAVAILABLE,
+    UNAUTHORIZED,
+    ProblemType,
+    handle_error,
+)
+from ._schemas import (
+    CONVERSATION_ID_PATTERN,
+    AppendRequest,
+    AppendResponse,
+    ConversationCreate,
+    ConversationOut,
+    ConversationPage,
+    ConversationUpdate,
+    Health,
+    MessagePage,
+    ProblemOut,
+    conversation_out,
+    message_out,
+)
+from ._settings import USER_HEADER, Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("convodb.server")
+
+API_VERSION = "1"
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
+READINESS_PROBE_USER = "convodb-readyz"
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    """The HTTP service as an ASGI app.
+
+    ```python
+    app = create_app(Settings(database_url="sqlite:///chat.db"))
+    # uvicorn: convodb serve, or uvicorn --factory convodb.server:create_app
+    ```
+
+    Args:
+        settings: the configuration; by default read from ``CONVODB_*`` variables.
+        database: an open database to use instead of opening ``settings.database_url`` at
+            start-up. Its owner disposes of it. Tests pass one, because ``httpx.ASGITransport``
+            does not run the app's lifespan.
+    """
+    settings = settings or Settings.from_env()
+    authenticator = Authenticator(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.dev:
+            logger.warning(
+                "DEV MODE: requests without credentials are accepted from loopback clients "
+                "and act as the %s header's user. Never expose this server.",
+                USER_HEADER,
+            )
+        if database is not None:
+            yield
+            return
+        owned = Database(settings.database_url)
+        try:
+            if settings.create_schema:
+                await owned.create_all()
+            app.state.database = owned
+            yield
+        finally:
+            await owned.dispose()
+
+    app = FastAPI(
+        title="convodb",
+        version=API_VERSION,
+        summary="Conversation storage for LLM agents: ordered, per-user, atomic.",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.database = database
+    app.state.settings = settings
+    for error in (ConvodbError, HTTPException, RequestValidationError, Exception):
+        app.add_exception_handler(error, handle_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    def get_database(request: Request) -> Database:
+        db: Database | None = request.app.state.database
+        if db is None:  # pragma: no cover - only when a server skips the lifespan
+            raise RuntimeError("create_app(database=None) needs its lifespan to run")
+        return db
+
+    async def get_user(request: Request, db: Annotated[Database, Depends(get_database)]) -> str:
+        return await authenticator.user(request, db)
+
+    async def get_service(
+        db: Annotated[Database, Depends(get_database)],
+    ) -> AsyncIterator[ConversationService]:
+        async with db.session() as session:
+            yield ConversationService(session, limits=settings.limits)
+
+    User = Annotated[str, Depends(get_user)]
+    Service = Annotated[ConversationService, Depends(get_service)]
+    ConversationId = Annotated[
+        str,
+        Path(
+            description="The conversation's id.",
+            pattern=CONVERSATION_ID_PATTERN,
+            examples=["0193a8c2-7d4e-7b1a-9c3f-2e5d8a1b4c6f"],
+        ),
+    ]
+    Limit = Annotated[
+        int,
+        Query(ge=1, le=settings.limits.max_page_size, description="Page size."),
+    ]
+    Cursor = Annotated[
+        str | None,
+        Query(max_length=1024, description="`next_cursor` of the previous page."),
+    ]
+
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.post(
+        "/conversations",
+        status_code=201,
+        response_model=ConversationOut,
+        tags=["conversations"],
+        summary="Create a conversation",
+        responses=_v1(BAD_REQUEST, BODY_TOO_LARGE),
+    )
+    async def create_conversation(
+        user: User,
+        service: Service,
+        response: Response,
+        body: Annotated[ConversationCreate | None, Body()] = None,
+    ) -> dict[str, Any]:
+        """Create a conversation owned by the caller. Its id is a new time-ordered UUID."""
+        body = body or ConversationCreate()
+        conversation = await service.create_conversation(
+            user, title=body.title, metadata=body.metadata
+        )
+        response.headers["Location"] = f"/v1/conversations/{conversation.id}"
+        return conversation_out(conversation)
+
+    @v1.get(
+        "/conversations",
+        response_model=ConversationPage,
+        tags=["conversations"],
+        summary="List conversations",
+        responses=_v1(),
+    )
+    async def list_conversations(
+        user: User, service: Service, limit: Limit = 50, cursor: Cursor = None
+    ) -> dict[str, Any]:
+        """The caller's conversations, most recently active first, one page at a time."""
+        page = await service.list_conversations(user, limit=limit, cursor=cursor)
+        return {
+            "items": [conversation_out(c) for c in page.items],
+            "next_cursor": page.next_cursor,
+        }
+
+    @v1.get(
+        "/conversations/{conversation_id}",
+        response_model=ConversationOut,
+        tags=["conversations"],
+        summary="Get a conversation",
+        responses=_v1(CONVERSATION_NOT_FOUND),
+    )
+    async def get_conversation(
+        user: User, service: Service, conversation_id: ConversationId
+    ) -> dict[str, Any]:
+        """One conversation. Another user's conversation is a 404, exactly like a missing one."""
+        return conversation_out(await service.get_conversation(conversation_id, user))
+
+    @v1.patch(
+        "/conversations/{conversation_id}",
+        response_model=ConversationOut,
+        tags=["conversations"],
+        summary="Update a conversation",
+        responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, BODY_TOO_LARGE),
+    )
+    async def update_conversation(
+        user: User,
+        service: Service,
+        conversation_id: ConversationId,
+        body: ConversationUpdate,
+    ) -> dict[str, Any]:
+        """Change the title and/or replace the metadata; fields left out are kept."""
+        changes = {name: getattr(body, name) for name in body.model_fields_set}
+        conversation = await service.update_conversation(conversation_id, user, **changes)
+        return conversation_out(conversation)
+
+    @v1.delete(
+        "/conversations/{conversation_id}",
+        status_code=204,
+        response_class=Response,
+        tags=["conversations"],
+        summary="Delete a conversation",
+        responses=_v1(CONVERSATION_NOT_FOUND),
+    )
+    async def delete_conversation(
+        user: User, service: Service, conversation_id: ConversationId
+    ) -> Response:
+        """Delete the conversation and all its messages."""
+        await service.delete_conversation(conversation_id, user)
+        return Response(status_code=204)
+
+    @v1.post(
+        "/conversations/{conversation_id}/messages",
+        status_code=201,
+        response_model=AppendResponse,
+        tags=["messages"],
+        summary="Append messages",
+        responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE, BODY_TOO_LARGE),
+    )
+    async def append_messages(
+        user: User,
+        service: Service,
+        conversation_id: ConversationId,
+        body: AppendRequest,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                pattern=IDEMPOTENCY_KEY_PATTERN,
+                description="Makes the append safe to retry: a retry with the same key and "
+                "body returns the original response and stores nothing; the same key with "
+                "a different body is a 409. 1-200 printable ASCII characters.",
+                examples=["turn-7f3a"],
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Append a batch atomically: every message is stored, in order, or none is."""
+        messages = [m.model_dump(exclude_unset=True) for m in body.messages]
+        if idempotency_key is not None:
+            # The service's per-message keys make the whole batch idempotent: a retry finds
+            # every key stored and returns the stored messages; a different message under a
+            # derived key is an IdempotencyKeyReuseError (409).
+            for index, message in enumerate(messages):
+                if message.get("key") is None:
+                    message["key"] = f"{idempotency_key}:{index}"
+        stored = await service.save_conversation_messages(conversation_id, user, messages)
+        return {"messages": [message_out(m) for m in stored]}
+
+    @v1.get(
+        "/conversations/{conversation_id}/messages",
+        response_model=MessagePage,
+        tags=["messages"],
+        summary="Read messages",
+        responses=_v1(CONVERSATION_NOT_FOUND),
+    )
+    async def list_messages(
+        user: User,
+        service: Service,
+        conversation_id: ConversationId,
+        limit: Limit = 100,
+        order: Annotated[
+            Literal["asc", "desc"],
+            Query(description="`asc`: oldest first; `desc`: newest first."),
+        ] = "asc",
+        cursor: Cursor = None,
+        after_seq: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=2**62,
+                description="Ascending order only, without a cursor: start after this seq, "
+                "to follow a live conversation.",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """One page of the conversation's messages, in either direction, by cursor."""
+        page = await service.list_messages(
+            conversation_id, user, limit=limit, order=order, cursor=cursor, after_seq=after_seq
+        )
+        return {"items": [message_out(m) for m in page.items], "next_cursor": page.next_cursor}
+
+    app.include_router(v1)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """The process is up. Touches nothing else."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        tags=["health"],
+        summary="Readiness",
+        responses=_problems(STORE_BUSY, STORE_UNAVAILABLE),
+    )
+    async def readyz(service: Service) -> dict[str, str]:
+        """The database answers and has convodb's tables; 503 otherwise."""
+        try:
+            # An indexed read of a user nobody is: proves the connection and the schema
+            # through the service, without SQL of the server's own.
+            await service.list_conversations(READINESS_PROBE_USER, limit=1)
+        except ConvodbError:
+            raise
+        except Exception as exc:
+            logger.warning("readiness probe failed: %s", exc)
+            raise StoreUnavailableError(f"the database is not ready: {type(exc).__name__}") from exc
+        return {"status": "ready"}
+
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+_DESCRIPTION = """
+convodb stores LLM conversations: ordered by a per-conversation `seq`, isolated per user,
+appended atomically, safe to retry.
+
+**Authentication**: `Authorization: Bearer <token>` with a convodb API key (`cdb_...`, made
+with `convodb keys create`) or a JWT (the user is its `sub`). A service key names the user in
+the `X-Convodb-User` header. Another user's conversation answers exactly like a missing one.
+
+**Errors** are RFC 9457 `application/problem+json` with a stable `type`.
+"""
+
+
+def _problems(*kinds: ProblemType) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for these problem types: one entry per status, an example per type."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for kind in kinds:
+        entry = responses.setdefault(
+            kind.status,
+            {
+                "description": kind.title,
+                "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}, "examples": {}}},
+            },
+        )
+        if kind.title not in entry["description"]:
+            entry["description"] += f"; {kind.title}"
+        entry["content"][PROBLEM_JSON]["examples"][kind.name] = {
+            "summary": kind.title,
+            "value": {
+                "type": kind.uri,
+                "title": kind.title,
+                "status": kind.status,
+                "detail": "What went wrong and what to do.",
+            },
+        }
+    return responses
+
+
+def _v1(*kinds: ProblemType) -> dict[int | str, dict[str, Any]]:
+    """Responses of a ``/v1`` operation: these problems plus those every one of them can give."""
+    return _problems(
+        UNAUTHORIZED,
+        FORBIDDEN,
+        *kinds,
+        INVALID_INPUT,
+        LIMIT_EXCEEDED,
+        INVALID_REQUEST,
+        STORE_BUSY,
+        STORE_UNAVAILABLE,
+    )
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, with every error as ``application/problem+json`` and auth declared.
+
+    FastAPI documents its own 422 as ``application/json`` with a shape this app never sends;
+    here it points at the one ``Problem`` schema instead.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = document.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem.pop("$defs", {}))
+        schemas["Problem"] = problem
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        components["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A convodb API key (cdb_...) or a JWT whose `sub` is the user.",
+            },
+            "user": {
+                "type": "apiKey",
+                "in": "header",
+                "name": USER_HEADER,
+                "description": "With a service API key: the user the request acts as.",
+            },
+        }
+        for path, operations in document["paths"].items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "application/json" in responses.get("422", {}).get("content", {}):
+                    responses["422"] = _problems(INVALID_INPUT, INVALID_REQUEST)[422]
+                if path.startswith("/v1/"):
+                    operation["security"] = [{"bearer": []}, {"bearer": [], "user": []}]
+        app.openapi_schema = document
+        return document
+
+    return openapi

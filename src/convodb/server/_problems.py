@@ -1,0 +1,205 @@
+"""Errors as RFC 9457 problem details: one table, one handler.
+
+Every error response is ``application/problem+json`` with a stable ``type`` per kind of error
+(``urn:convodb:problem:<name>``, listed in ``docs/http.md``), the HTTP ``status``, a ``title``
+that is fixed per type and a ``detail`` that says what to do. Validation problems add
+``field`` (and ``limit`` when a limit was broken) or ``errors``.
+
+convodb's errors map to problems by class, most specific first, in :data:`PROBLEMS`; the
+framework's own errors (unknown route, wrong method, malformed request, body too large) go
+through the same handler, so no error escapes as HTML or as a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from convodb.errors import (
+    ConflictError,
+    ContextBudgetError,
+    ConversationExistsError,
+    ConversationNotFoundError,
+    ConvodbError,
+    IdempotencyKeyReuseError,
+    LimitExceededError,
+    StoreBusyError,
+    StoreUnavailableError,
+    ValidationError,
+)
+
+__all__ = ["PROBLEMS", "Problem", "ProblemType", "handle_error", "problem_response"]
+
+logger = logging.getLogger("convodb.server")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:convodb:problem:"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    """One kind of error: its ``type`` name, HTTP status and fixed title."""
+
+    name: str
+    status: int
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return TYPE_PREFIX + self.name
+
+
+BAD_REQUEST = ProblemType("bad-request", 400, "Malformed request")
+UNAUTHORIZED = ProblemType("unauthorized", 401, "Missing or invalid credentials")
+FORBIDDEN = ProblemType("forbidden", 403, "These credentials cannot do that")
+NOT_FOUND = ProblemType("not-found", 404, "No such resource")
+CONVERSATION_NOT_FOUND = ProblemType("conversation-not-found", 404, "Conversation not found")
+METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
+CONFLICT = ProblemType("conflict", 409, "Conflict with stored data")
+CONVERSATION_EXISTS = ProblemType("conversation-exists", 409, "Conversation id already taken")
+IDEMPOTENCY_KEY_REUSE = ProblemType(
+    "idempotency-key-reuse", 409, "Idempotency key reused for a different request"
+)
+BODY_TOO_LARGE = ProblemType("body-too-large", 413, "Request body too large")
+UNSUPPORTED_MEDIA_TYPE = ProblemType("unsupported-media-type", 415, "Unsupported media type")
+INVALID_REQUEST = ProblemType("invalid-request", 422, "Request does not match the API schema")
+INVALID_INPUT = ProblemType("invalid-input", 422, "Invalid input")
+LIMIT_EXCEEDED = ProblemType("limit-exceeded", 422, "A limit was exceeded")
+CONTEXT_BUDGET = ProblemType("context-budget-exceeded", 422, "Token budget too small")
+STORE_BUSY = ProblemType("store-busy", 503, "Database busy; retry")
+STORE_UNAVAILABLE = ProblemType("store-unavailable", 503, "Database unavailable")
+INTERNAL = ProblemType("internal-error", 500, "Internal server error")
+
+# convodb's errors, most specific class first: the first isinstance match wins.
+PROBLEMS: tuple[tuple[type[ConvodbError], ProblemType], ...] = (
+    (ContextBudgetError, CONTEXT_BUDGET),
+    (LimitExceededError, LIMIT_EXCEEDED),
+    (ValidationError, INVALID_INPUT),
+    (ConversationNotFoundError, CONVERSATION_NOT_FOUND),
+    (ConversationExistsError, CONVERSATION_EXISTS),
+    (IdempotencyKeyReuseError, IDEMPOTENCY_KEY_REUSE),
+    (ConflictError, CONFLICT),
+    (StoreBusyError, STORE_BUSY),
+    (StoreUnavailableError, STORE_UNAVAILABLE),
+)
+ALL_TYPES: tuple[ProblemType, ...] = (
+    BAD_REQUEST,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    CONVERSATION_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    CONFLICT,
+    CONVERSATION_EXISTS,
+    IDEMPOTENCY_KEY_REUSE,
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    INVALID_REQUEST,
+    INVALID_INPUT,
+    LIMIT_EXCEEDED,
+    CONTEXT_BUDGET,
+    STORE_BUSY,
+    STORE_UNAVAILABLE,
+    INTERNAL,
+)
+_BY_STATUS = {
+    400: BAD_REQUEST,
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    413: BODY_TOO_LARGE,
+    415: UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+class Problem(HTTPException):
+    """An error the server itself raises (authentication, body size): rendered as a problem.
+
+    A subclass of Starlette's ``HTTPException`` so that FastAPI re-raises it unchanged when it
+    happens while the body is read.
+    """
+
+    def __init__(
+        self,
+        kind: ProblemType,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(kind.status, detail, headers)
+        self.kind = kind
+        self.extensions = extensions
+
+
+def problem_response(
+    kind: ProblemType,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": kind.uri,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return JSONResponse(body, status_code=kind.status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[ProblemType, list[dict[str, Any]]]:
+    errors = []
+    kind = INVALID_REQUEST
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            kind = BAD_REQUEST
+        location = [str(part) for part in error.get("loc", ())]
+        errors.append({"location": ".".join(location), "message": str(error.get("msg", ""))})
+    return kind, errors
+
+
+async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one exception handler: every error the app raises becomes a problem response."""
+    instance = request.url.path
+    if isinstance(exc, ConvodbError):
+        kind = next((k for cls, k in PROBLEMS if isinstance(exc, cls)), INTERNAL)
+        if kind is INTERNAL:
+            logger.error("unmapped convodb error on %s", instance, exc_info=exc)
+            return problem_response(INTERNAL, "The server failed; see its log.", instance=instance)
+        headers = {"Retry-After": "1"} if kind is STORE_BUSY else None
+        return problem_response(
+            kind,
+            str(exc),
+            instance=instance,
+            headers=headers,
+            field=getattr(exc, "field", None),
+            limit=getattr(exc, "limit", None),
+        )
+    if isinstance(exc, Problem):
+        return problem_response(
+            exc.kind, exc.detail, instance=instance, headers=exc.headers, **exc.extensions
+        )
+    if isinstance(exc, RequestValidationError):
+        kind, errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+        return problem_response(kind, detail, instance=instance, errors=errors)
+    if isinstance(exc, HTTPException):
+        kind = _BY_STATUS.get(exc.status_code, BAD_REQUEST if exc.status_code < 500 else INTERNAL)
+        return problem_response(
+            kind, str(exc.detail), instance=instance, headers=getattr(exc, "headers", None)
+        )
+    logger.error("unhandled error on %s", instance, exc_info=exc)
+    return problem_response(INTERNAL, "The server failed; see its log.", instance=instance)

@@ -1,0 +1,280 @@
+"""The JSON shapes of the API, as pydantic models: they document the wire format.
+
+They check types and required fields only; every rule about values (sizes, ids, tool-call
+pairing, keys) is the service's, so the HTTP API and the library can never disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from convodb import StoredConversation, StoredMessage
+
+__all__ = [
+    "AppendRequest",
+    "AppendResponse",
+    "ConversationCreate",
+    "ConversationOut",
+    "ConversationPage",
+    "ConversationUpdate",
+    "Health",
+    "MessageIn",
+    "MessageOut",
+    "MessagePage",
+    "ProblemOut",
+    "ToolCallModel",
+    "conversation_out",
+    "message_out",
+]
+
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+"""The service's conversation id rule (``convodb._validation.check_conversation_id``)."""
+
+_CONVERSATION_EXAMPLE: dict[str, JsonValue] = {
+    "id": "0193a8c2-7d4e-7b1a-9c3f-2e5d8a1b4c6f",
+    "user_id": "alice",
+    "title": "Weather in Paris",
+    "metadata": {"channel": "web"},
+    "last_seq": 3,
+    "created_at": "2025-01-01T12:00:00Z",
+    "updated_at": "2025-01-01T12:00:05Z",
+}
+_TOOL_CALL_EXAMPLE: dict[str, JsonValue] = {
+    "id": "call_1",
+    "name": "get_weather",
+    "arguments": '{"city": "Paris"}',
+}
+_MESSAGES_IN_EXAMPLE: list[JsonValue] = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [_TOOL_CALL_EXAMPLE]},
+    {"role": "tool", "content": "18°C", "tool_call_id": "call_1", "tool_name": "get_weather"},
+]
+_MESSAGE_EXAMPLE: dict[str, JsonValue] = {
+    "id": "0193a8c2-7d4f-7e2b-8a1c-5f3e9d2b7a10",
+    "conversation_id": _CONVERSATION_EXAMPLE["id"],
+    "seq": 2,
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [_TOOL_CALL_EXAMPLE],
+    "tool_name": None,
+    "tool_call_id": None,
+    "metadata": {},
+    "key": "turn-7f3a:1",
+    "token_count": None,
+    "created_at": "2025-01-01T12:00:05Z",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolCallModel(_Model):
+    """A function call requested by an assistant message."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_TOOL_CALL_EXAMPLE]})
+
+    id: str = Field(description="The call id; the tool message answering it repeats it.")
+    name: str = Field(description="The function name.")
+    arguments: str = Field(description="The arguments as the model produced them (JSON text).")
+
+
+class MessageIn(_Model):
+    """A message to append."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": _MESSAGES_IN_EXAMPLE})
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = Field(
+        default=None,
+        description="The text. Required, except on an assistant message with tool_calls. "
+        "NUL characters are rejected on every database.",
+    )
+    tool_calls: list[ToolCallModel] | None = Field(
+        default=None, description="Assistant messages only: the calls the model requested."
+    )
+    tool_name: str | None = Field(default=None, description="Tool messages only: the function.")
+    tool_call_id: str | None = Field(
+        default=None, description="Tool messages only, required: the id of the call answered."
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Any JSON object, stored and returned as is."
+    )
+    key: str | None = Field(
+        default=None,
+        description="Idempotency key, unique within the conversation: re-sending a message "
+        "with a stored key returns the stored message. With the Idempotency-Key header, "
+        "messages without a key get '<header>:<index>'.",
+    )
+
+
+class AppendRequest(_Model):
+    """Messages to append, in order, atomically: all are stored or none."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"messages": _MESSAGES_IN_EXAMPLE}]}
+    )
+
+    messages: list[MessageIn]
+
+
+class MessageOut(BaseModel):
+    """A stored message."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_MESSAGE_EXAMPLE]})
+
+    id: str
+    conversation_id: str
+    seq: int = Field(description="Position in the conversation: 1, 2, 3, ... without gaps.")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None
+    tool_calls: list[ToolCallModel] | None
+    tool_name: str | None
+    tool_call_id: str | None
+    metadata: dict[str, Any]
+    key: str | None
+    token_count: int | None
+    created_at: datetime
+
+
+class AppendResponse(BaseModel):
+    """The stored messages, in the order sent, with their ``seq`` and ``id``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"messages": [_MESSAGE_EXAMPLE]}]})
+
+    messages: list[MessageOut]
+
+
+class MessagePage(BaseModel):
+    """One page of messages."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_MESSAGE_EXAMPLE], "next_cursor": None}]}
+    )
+
+    items: list[MessageOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class ConversationCreate(_Model):
+    """A new conversation; its id is made by the server (a time-ordered UUID)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"title": "Weather in Paris", "metadata": {"a": 1}}]},
+    )
+
+    title: str | None = Field(default=None, description="Up to 1024 characters.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Any JSON object.")
+
+
+class ConversationUpdate(_Model):
+    """Fields to change; fields left out stay as they are."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"title": "Paris trip"}]}
+    )
+
+    title: str | None = Field(default=None, description="The new title; null clears it.")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Replaces the metadata; null clears it."
+    )
+
+
+class ConversationOut(BaseModel):
+    """A conversation, without its messages."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_CONVERSATION_EXAMPLE]})
+
+    id: str
+    user_id: str
+    title: str | None
+    metadata: dict[str, Any]
+    last_seq: int = Field(description="The newest message's seq, which is the message count.")
+    created_at: datetime
+    updated_at: datetime = Field(description="Moves on every append and update.")
+
+
+class ConversationPage(BaseModel):
+    """One page of conversations, most recently active first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_CONVERSATION_EXAMPLE], "next_cursor": None}]}
+    )
+
+    items: list[ConversationOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "ready"]
+
+
+class _FieldError(BaseModel):
+    model_config = ConfigDict(title="FieldError")
+
+    location: str
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem: ``type`` is stable per kind of error; ``detail`` says what to do."""
+
+    model_config = ConfigDict(
+        title="Problem",
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "urn:convodb:problem:conversation-not-found",
+                    "title": "Conversation not found",
+                    "status": 404,
+                    "detail": "Conversation not found: 'c1'",
+                    "instance": "/v1/conversations/c1",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(description="urn:convodb:problem:<name>; see docs/http.md.")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    field: str | None = Field(default=None, description="Invalid input: where the bad value is.")
+    limit: int | None = Field(default=None, description="Limit exceeded: the limit.")
+    errors: list[_FieldError] | None = Field(
+        default=None, description="Request not matching the schema: each mismatch."
+    )
+
+
+def conversation_out(c: StoredConversation) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "user_id": c.user_id,
+        "title": c.title,
+        "metadata": c.metadata,
+        "last_seq": c.last_seq,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
+
+
+def message_out(m: StoredMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "seq": m.seq,
+        "role": m.role,
+        "content": m.content,
+        "tool_calls": [c.to_dict() for c in m.tool_calls] if m.tool_calls else None,
+        "tool_name": m.tool_name,
+        "tool_call_id": m.tool_call_id,
+        "metadata": m.metadata,
+        "key": m.key,
+        "token_count": m.token_count,
+        "created_at": m.created_at,
+    }

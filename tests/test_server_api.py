@@ -1,0 +1,271 @@
+"""The REST API on every database, driven in-process through httpx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from convodb import Database
+from convodb.server import create_app
+from tests._http import Api, make_client, settings
+
+TOOL_TURN: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}],
+    },
+    {"role": "tool", "content": "18°C", "tool_call_id": "call_1", "tool_name": "get_weather"},
+    {"role": "assistant", "content": "18°C and sunny."},
+]
+PROBLEM_JSON = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:convodb:problem:{name}"
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    return body
+
+
+async def new_conversation(api: Api, user: str = "alice", **body: Any) -> dict[str, Any]:
+    response = await api.client.post("/v1/conversations", json=body, headers=await api.auth(user))
+    assert response.status_code == 201, response.text
+    conversation: dict[str, Any] = response.json()
+    return conversation
+
+
+async def test_conversation_lifecycle(api: Api) -> None:
+    alice = await api.auth("alice")
+    created = await api.client.post(
+        "/v1/conversations", json={"title": "Paris", "metadata": {"channel": "web"}}, headers=alice
+    )
+    assert created.status_code == 201
+    conversation = created.json()
+    url = f"/v1/conversations/{conversation['id']}"
+    assert created.headers["location"] == url
+    assert conversation["user_id"] == "alice" and conversation["last_seq"] == 0
+
+    assert (await api.client.get(url, headers=alice)).json() == conversation
+
+    renamed = await api.client.patch(url, json={"title": "Paris trip"}, headers=alice)
+    assert renamed.status_code == 200
+    assert renamed.json()["title"] == "Paris trip"
+    assert renamed.json()["metadata"] == {"channel": "web"}  # left out: kept
+    cleared = await api.client.patch(url, json={"metadata": None}, headers=alice)
+    assert cleared.json()["metadata"] == {} and cleared.json()["title"] == "Paris trip"
+
+    deleted = await api.client.delete(url, headers=alice)
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert_problem(await api.client.get(url, headers=alice), 404, "conversation-not-found")
+
+
+async def test_create_without_body_makes_an_empty_conversation(api: Api) -> None:
+    response = await api.client.post("/v1/conversations", headers=await api.auth("alice"))
+    assert response.status_code == 201
+    assert response.json()["title"] is None and response.json()["metadata"] == {}
+
+
+async def test_list_conversations_pages_newest_activity_first(api: Api) -> None:
+    alice = await api.auth("alice")
+    ids = [(await new_conversation(api, title=f"c{i}"))["id"] for i in range(5)]
+    await api.client.post(
+        f"/v1/conversations/{ids[0]}/messages",
+        json={"messages": [{"role": "user", "content": "bump"}]},
+        headers=alice,
+    )
+    await new_conversation(api, "bob")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await api.client.get("/v1/conversations", params=params, headers=alice)).json()
+        seen += [c["id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [ids[0], ids[4], ids[3], ids[2], ids[1]]
+
+
+async def test_append_a_tool_turn_and_read_it_both_ways(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    appended = await api.client.post(url, json={"messages": TOOL_TURN}, headers=alice)
+    assert appended.status_code == 201, appended.text
+    stored = appended.json()["messages"]
+    assert [m["seq"] for m in stored] == [1, 2, 3, 4]
+    assert stored[1]["tool_calls"] == TOOL_TURN[1]["tool_calls"]
+    assert stored[2]["tool_call_id"] == "call_1" and stored[2]["tool_name"] == "get_weather"
+
+    forward = (await api.client.get(url, params={"limit": 3}, headers=alice)).json()
+    assert [m["seq"] for m in forward["items"]] == [1, 2, 3]
+    rest = await api.client.get(
+        url, params={"limit": 3, "cursor": forward["next_cursor"]}, headers=alice
+    )
+    assert [m["seq"] for m in rest.json()["items"]] == [4]
+    assert rest.json()["next_cursor"] is None
+
+    backward = await api.client.get(url, params={"order": "desc", "limit": 3}, headers=alice)
+    assert [m["seq"] for m in backward.json()["items"]] == [4, 3, 2]
+    older = await api.client.get(
+        url,
+        params={"order": "desc", "limit": 3, "cursor": backward.json()["next_cursor"]},
+        headers=alice,
+    )
+    assert [m["seq"] for m in older.json()["items"]] == [1]
+
+    following = await api.client.get(url, params={"after_seq": 2}, headers=alice)
+    assert [m["seq"] for m in following.json()["items"]] == [3, 4]
+    conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
+    assert conversation["last_seq"] == 4
+
+
+async def test_invalid_message_stores_nothing_and_names_the_field(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    batch = [*TOOL_TURN[:2], {"role": "tool", "content": "18°C"}]  # no tool_call_id
+    body = assert_problem(
+        await api.client.post(url, json={"messages": batch}, headers=alice), 422, "invalid-input"
+    )
+    assert body["field"] == "messages[2].tool_call_id"
+    nul = [{"role": "user", "content": "a\x00b"}]
+    body = assert_problem(
+        await api.client.post(url, json={"messages": nul}, headers=alice), 422, "invalid-input"
+    )
+    assert body["field"] == "messages[0].content"
+    assert (await api.client.get(url, headers=alice)).json()["items"] == []
+
+
+async def test_idempotency_key_retry_returns_the_original_response_and_stores_nothing(
+    api: Api,
+) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    headers = {**alice, "Idempotency-Key": "turn-1"}
+    first = await api.client.post(url, json={"messages": TOOL_TURN}, headers=headers)
+    retry = await api.client.post(url, json={"messages": TOOL_TURN}, headers=headers)
+    assert first.status_code == retry.status_code == 201
+    assert retry.json() == first.json()
+    assert [m["key"] for m in first.json()["messages"]] == [f"turn-1:{i}" for i in range(4)]
+    page = (await api.client.get(url, headers=alice)).json()
+    assert len(page["items"]) == 4
+
+    changed = [*TOOL_TURN[:3], {"role": "assistant", "content": "Rainy."}]
+    assert_problem(
+        await api.client.post(url, json={"messages": changed}, headers=headers),
+        409,
+        "idempotency-key-reuse",
+    )
+    assert len((await api.client.get(url, headers=alice)).json()["items"]) == 4
+
+    other_key = {**alice, "Idempotency-Key": "turn-2"}
+    again = await api.client.post(url, json={"messages": TOOL_TURN[:1]}, headers=other_key)
+    assert again.json()["messages"][0]["seq"] == 5
+
+
+async def test_idempotency_key_must_be_printable_ascii(api: Api) -> None:
+    cid = (await new_conversation(api))["id"]
+    headers = {**await api.auth("alice"), "Idempotency-Key": "x" * 201}
+    response = await api.client.post(
+        f"/v1/conversations/{cid}/messages", json={"messages": TOOL_TURN}, headers=headers
+    )
+    body = assert_problem(response, 422, "invalid-request")
+    assert "Idempotency-Key" in body["detail"]
+
+
+async def test_malformed_json_is_400_and_schema_mismatch_is_422(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    malformed = await api.client.post(
+        url, content=b'{"messages": [', headers={**alice, "content-type": "application/json"}
+    )
+    assert_problem(malformed, 400, "bad-request")
+    mismatch = await api.client.post(url, json={"messages": [{"role": "robot"}]}, headers=alice)
+    body = assert_problem(mismatch, 422, "invalid-request")
+    assert body["errors"][0]["location"].startswith("body.messages.0.role")
+    extra = await api.client.post(url, json={"messages": [], "user_id": "bob"}, headers=alice)
+    assert_problem(extra, 422, "invalid-request")
+    too_many = await api.client.get(url, params={"limit": 100_000}, headers=alice)
+    assert_problem(too_many, 422, "invalid-request")
+    bad_cursor = await api.client.get(url, params={"cursor": "garbage"}, headers=alice)
+    assert assert_problem(bad_cursor, 422, "invalid-input")["field"] == "cursor"
+
+
+async def test_unknown_route_and_wrong_method_are_problems(api: Api) -> None:
+    alice = await api.auth("alice")
+    assert_problem(await api.client.get("/v1/nothing", headers=alice), 404, "not-found")
+    wrong = await api.client.put("/v1/conversations", headers=alice)
+    assert_problem(wrong, 405, "method-not-allowed")
+    assert wrong.headers["allow"]
+
+
+async def test_body_over_the_limit_is_413_with_or_without_content_length(db: Database) -> None:
+    app = create_app(settings(max_body_bytes=4096), database=db)
+    async with make_client(app) as client:
+        api = Api(db, app, client)
+        alice = await api.auth("alice")
+        cid = (await new_conversation(api))["id"]
+        url = f"/v1/conversations/{cid}/messages"
+        big = {"messages": [{"role": "user", "content": "x" * 5000}]}
+        body = assert_problem(
+            await client.post(url, json=big, headers=alice), 413, "body-too-large"
+        )
+        assert body["limit"] == 4096
+
+        async def chunks() -> Any:
+            for _ in range(10):
+                yield b" " * 1000
+
+        chunked = await client.post(
+            url, content=chunks(), headers={**alice, "content-type": "application/json"}
+        )
+        assert_problem(chunked, 413, "body-too-large")
+        assert (await client.get(url, headers=alice)).json()["items"] == []
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_readiness_is_503_when_the_database_cannot_be_used(tmp_path: Any) -> None:
+    broken = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    app = create_app(settings(), database=broken)
+    try:
+        async with make_client(app) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert_problem(await client.get("/readyz"), 503, "store-unavailable")
+    finally:
+        await broken.dispose()
+
+
+async def test_openapi_documents_every_operation_with_problems_and_examples(api: Api) -> None:
+    document = (await api.client.get("/openapi.json")).json()
+    operations = [
+        (path, method, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+    ]
+    assert len(operations) >= 9
+    for path, method, op in operations:
+        assert op.get("summary") and op.get("description"), (path, method)
+        for status, response in op["responses"].items():
+            if int(status) >= 400:
+                media = response["content"]["application/problem+json"]
+                assert media["schema"] == {"$ref": "#/components/schemas/Problem"}
+                assert media["examples"], (path, method, status)
+        if path.startswith("/v1/"):
+            assert {"bearer": []} in op["security"]
+            assert "401" in op["responses"] and "422" in op["responses"]
+    schemas = document["components"]["schemas"]
+    for name in ("AppendRequest", "MessageOut", "ConversationOut", "Problem"):
+        assert schemas[name].get("examples"), name
