@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from convodb import ConversationService, Database
@@ -53,10 +54,22 @@ def postgres_url() -> Iterator[str]:
         finally:
             await engine.dispose()
 
+    async def create_database() -> None:
+        # CREATE DATABASE copies template1 and fails (SQLSTATE 55006) while another client,
+        # such as a parallel test run creating its own database, is connected to it: retry.
+        for attempt in range(40):
+            try:
+                await admin(f'CREATE DATABASE "{name}"')
+                return
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55006" or attempt == 39:
+                    raise
+                await asyncio.sleep(0.25)
+
     try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(create_database())
     except Exception as exc:
-        message = f"PostgreSQL unreachable at {server.render_as_string()}: {type(exc).__name__}"
+        message = f"PostgreSQL unreachable at {server.render_as_string()}: {exc!r:.200}"
         if IN_CI:
             pytest.fail(f"{message} (CI requires PostgreSQL)", pytrace=False)
         pytest.skip(message)

@@ -33,7 +33,16 @@ from sqlmodel import Field, SQLModel
 
 from ._types import DateTimeUTC, JSONType, utcnow
 
-__all__ = ["ROLES", "Conversation", "Message", "conversations", "messages", "tables"]
+__all__ = [
+    "ROLES",
+    "Conversation",
+    "Message",
+    "Summary",
+    "conversations",
+    "messages",
+    "summaries",
+    "tables",
+]
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 """The message roles convodb stores."""
@@ -102,13 +111,43 @@ class Message(SQLModel, table=True):
     )
 
 
+class Summary(SQLModel, table=True):
+    """A summary standing in for messages ``1..upto_seq`` in history windows (compaction).
+
+    The messages it covers are kept: the full transcript stays readable and exportable. The
+    newest summary (highest ``upto_seq``) is the one windows use.
+    """
+
+    __tablename__: ClassVar[str] = "summaries"
+
+    conversation_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("conversations.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    upto_seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    """The last ``seq`` the summary covers."""
+    id: str = Field(sa_column=Column(String(36), nullable=False))
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    token_count: int | None = Field(default=None, sa_column=Column(Integer))
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONType, nullable=False)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+
+
 # The Core tables behind the models, for the hot path's statements.
 conversations: Table = Conversation.__table__  # type: ignore[attr-defined]
 messages: Table = Message.__table__  # type: ignore[attr-defined]
+summaries: Table = Summary.__table__  # type: ignore[attr-defined]
 
 
 def tables() -> list[Table]:
     """convodb's own tables, in creation order (not the rest of ``SQLModel.metadata``)."""
     from ._keys import api_keys  # the HTTP service's keys; imported here to avoid a cycle
 
-    return [conversations, messages, api_keys]
+    return [conversations, messages, summaries, api_keys]

@@ -20,6 +20,7 @@ __all__ = [
     "Role",
     "StoredConversation",
     "StoredMessage",
+    "StoredSummary",
     "ToolCall",
 ]
 
@@ -93,6 +94,20 @@ class StoredConversation:
     created_at: datetime
     updated_at: datetime
     """Moves on every append and update: "most recently active" sorts by it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSummary:
+    """A summary standing in for the messages up to ``upto_seq`` in history windows."""
+
+    id: str
+    conversation_id: str
+    upto_seq: int
+    """The last ``seq`` the summary covers; windows continue with the messages after it."""
+    content: str
+    token_count: int | None
+    metadata: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,97 +22,55 @@ transaction and the caller commits or rolls back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import and_, bindparam, literal, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import _statements as sql
 from ._cursor import decode_cursor, encode_cursor
 from ._dialect import insert_ignoring_conflicts, translate_error
 from ._ids import new_id
-from ._models import conversations as _conv
-from ._models import messages as _msg
-from ._records import NewMessage, Page, StoredConversation, StoredMessage, ToolCall
+from ._records import (
+    NewMessage,
+    Page,
+    StoredConversation,
+    StoredMessage,
+    StoredSummary,
+    ToolCall,
+)
 from ._types import utcnow
 from ._validation import (
     Limits,
     MessageInput,
     check_batch,
+    check_budget,
     check_conversation_id,
     check_limit,
     check_metadata,
+    check_prompt_text,
     check_title,
     check_user_id,
 )
 from .errors import (
+    ConflictError,
     ConversationExistsError,
     ConversationNotFoundError,
     IdempotencyKeyReuseError,
     ValidationError,
 )
+from .formats import FORMATS
+from .history import AgentInput, WindowBuilder, compaction_cut
+from .tokens import TokenCounter, default_counter
 
 __all__ = ["ConversationService"]
 
+Summarizer = Callable[[list[StoredMessage]], Awaitable[str]]
+_NO_SEQ = 2**62  # above any seq: "from the newest message"
 
-_CONV_COLUMNS = (
-    _conv.c.id,
-    _conv.c.user_id,
-    _conv.c.title,
-    _conv.c["metadata"],
-    _conv.c.last_seq,
-    _conv.c.created_at,
-    _conv.c.updated_at,
-)
-_MSG_COLUMNS = (
-    _msg.c.id,
-    _msg.c.conversation_id,
-    _msg.c.seq,
-    _msg.c.role,
-    _msg.c.content,
-    _msg.c.tool_calls,
-    _msg.c.tool_name,
-    _msg.c.tool_call_id,
-    _msg.c["metadata"],
-    _msg.c.key,
-    _msg.c.token_count,
-    _msg.c.created_at,
-)
-
-# Statements are built once; SQLAlchemy caches their compiled form.
-_owned = and_(_conv.c.id == bindparam("cid"), _conv.c.user_id == bindparam("uid"))
-_OWNED_EXISTS = select(literal(1)).where(_owned).exists()
-_SELECT_CONVERSATION = select(*_CONV_COLUMNS).where(_owned)
-_BUMP_SEQ = (
-    update(_conv)
-    .where(_owned)
-    .values(last_seq=_conv.c.last_seq + bindparam("n"), updated_at=bindparam("now"))
-    .returning(_conv.c.last_seq)
-)
-# A no-op write: takes the conversation's row lock (PostgreSQL) or the write lock (SQLite) and
-# proves ownership, without moving anything.
-_LOCK = update(_conv).where(_owned).values(last_seq=_conv.c.last_seq).returning(_conv.c.last_seq)
-_LATEST = (
-    select(*_MSG_COLUMNS)
-    .where(_msg.c.conversation_id == bindparam("cid"), _OWNED_EXISTS)
-    .order_by(_msg.c.seq.desc())
-    .limit(bindparam("n"))
-)
-_AFTER = (
-    select(*_MSG_COLUMNS)
-    .where(_msg.c.conversation_id == bindparam("cid"), _msg.c.seq > bindparam("seq"), _OWNED_EXISTS)
-    .order_by(_msg.c.seq.asc())
-    .limit(bindparam("n"))
-)
-_BEFORE = (
-    select(*_MSG_COLUMNS)
-    .where(_msg.c.conversation_id == bindparam("cid"), _msg.c.seq < bindparam("seq"), _OWNED_EXISTS)
-    .order_by(_msg.c.seq.desc())
-    .limit(bindparam("n"))
-)
-_INSERT_MESSAGES = _msg.insert()
 
 _UNSET: Final[Any] = object()
 Order = Literal["asc", "desc"]
@@ -135,13 +93,21 @@ class ConversationService:
         commit: commit each write method's transaction (the default, as in the seed). Pass
             ``False`` to run the writes inside your own transaction; then roll it back if a
             write raises.
+        token_counter: counts each message's tokens once, when it is stored, for token-budget
+            windows; :func:`convodb.default_counter` by default.
     """
 
     def __init__(
-        self, session: AsyncSession, *, limits: Limits | None = None, commit: bool = True
+        self,
+        session: AsyncSession,
+        *,
+        limits: Limits | None = None,
+        commit: bool = True,
+        token_counter: TokenCounter | None = None,
     ) -> None:
         self.session = session
         self.limits = limits or Limits()
+        self.token_counter = token_counter if token_counter is not None else default_counter()
         self._commit = commit
 
     # -- conversations --------------------------------------------------------------------
@@ -175,7 +141,7 @@ class ConversationService:
             row = await self._insert_conversation(values)
         if row is None:
             raise ConversationExistsError(cid)
-        return _conversation(row)
+        return sql.conversation_record(row)
 
     async def get_or_create_conversation(
         self,
@@ -210,7 +176,7 @@ class ConversationService:
                 )
         if row is None:
             raise ConversationNotFoundError(cid)
-        return _conversation(row)
+        return sql.conversation_record(row)
 
     async def get_conversation(self, conversation_id: str, user_id: str) -> StoredConversation:
         """The user's conversation.
@@ -223,7 +189,7 @@ class ConversationService:
             row = await self._select_conversation(cid, uid)
         if row is None:
             raise ConversationNotFoundError(cid)
-        return _conversation(row)
+        return sql.conversation_record(row)
 
     async def update_conversation(
         self,
@@ -246,16 +212,16 @@ class ConversationService:
         if metadata is not _UNSET:
             values["metadata"] = check_metadata("metadata", metadata, self.limits)
         statement = (
-            update(_conv)
-            .where(_conv.c.id == cid, _conv.c.user_id == uid)
+            update(sql.conversations)
+            .where(sql.conversations.c.id == cid, sql.conversations.c.user_id == uid)
             .values(values)
-            .returning(*_CONV_COLUMNS)
+            .returning(*sql.CONV_COLUMNS)
         )
         async with self._write():
             row = (await self.session.execute(statement)).one_or_none()
         if row is None:
             raise ConversationNotFoundError(cid)
-        return _conversation(row)
+        return sql.conversation_record(row)
 
     async def delete_conversation(self, conversation_id: str, user_id: str) -> None:
         """Delete the conversation and all its messages.
@@ -264,10 +230,14 @@ class ConversationService:
             ConversationNotFoundError: it does not exist or belongs to another user.
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
-        statement = _conv.delete().where(_conv.c.id == cid, _conv.c.user_id == uid)
+        statement = sql.conversations.delete().where(
+            sql.conversations.c.id == cid, sql.conversations.c.user_id == uid
+        )
         async with self._write():
             # Messages go with it through ON DELETE CASCADE, in the same statement.
-            deleted = (await self.session.execute(statement.returning(_conv.c.id))).first()
+            deleted = (
+                await self.session.execute(statement.returning(sql.conversations.c.id))
+            ).first()
         if deleted is None:
             raise ConversationNotFoundError(cid)
 
@@ -283,7 +253,7 @@ class ConversationService:
         """
         uid = check_user_id(user_id)
         n = check_limit(limit, self.limits)
-        statement = select(*_CONV_COLUMNS).where(_conv.c.user_id == uid)
+        statement = select(*sql.CONV_COLUMNS).where(sql.conversations.c.user_id == uid)
         if cursor is not None:
             position = decode_cursor(cursor, "conversations", {"t": str, "i": str})
             try:
@@ -294,14 +264,18 @@ class ConversationService:
                 ) from None
             statement = statement.where(
                 or_(
-                    _conv.c.updated_at < at,
-                    and_(_conv.c.updated_at == at, _conv.c.id < position["i"]),
+                    sql.conversations.c.updated_at < at,
+                    and_(
+                        sql.conversations.c.updated_at == at, sql.conversations.c.id < position["i"]
+                    ),
                 )
             )
-        statement = statement.order_by(_conv.c.updated_at.desc(), _conv.c.id.desc()).limit(n + 1)
+        statement = statement.order_by(
+            sql.conversations.c.updated_at.desc(), sql.conversations.c.id.desc()
+        ).limit(n + 1)
         async with self._read():
             rows = (await self.session.execute(statement)).all()
-        items = [_conversation(row) for row in rows[:n]]
+        items = [sql.conversation_record(row) for row in rows[:n]]
         next_cursor = None
         if len(rows) > n:
             last = items[-1]
@@ -393,8 +367,8 @@ class ConversationService:
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         n = check_limit(limit, self.limits)
         async with self._read():
-            rows = await self._owned_rows(_LATEST, cid, uid, n=n)
-        return [_message(row) for row in reversed(rows)]
+            rows = await self._owned_rows(sql.LATEST, cid, uid, n=n)
+        return [sql.message_record(row) for row in reversed(rows)]
 
     async def list_messages(
         self,
@@ -435,17 +409,201 @@ class ConversationService:
             position = decode_cursor(cursor, f"messages-{order}", {"s": int})
             seq = position["s"]
         else:
-            seq = 0 if order == "asc" else 2**62
-        statement = _AFTER if order == "asc" else _BEFORE
+            seq = 0 if order == "asc" else _NO_SEQ
+        statement = sql.AFTER if order == "asc" else sql.BEFORE
         async with self._read():
-            rows = await self._owned_rows(statement, cid, uid, n=n + 1, seq=seq)
-        items = [_message(row) for row in rows[:n]]
+            rows = await self._owned_rows(statement, cid, uid, n=n + 1, seq=seq, floor=0)
+        items = [sql.message_record(row) for row in rows[:n]]
         next_cursor = None
         if len(rows) > n:
             next_cursor = encode_cursor(f"messages-{order}", s=items[-1].seq)
         return Page(items=items, next_cursor=next_cursor)
 
+    # -- agent input and compaction -------------------------------------------------------
+
+    async def get_agent_input(
+        self,
+        conversation_id: str,
+        user_id: str,
+        *,
+        system_prompt: str | None = None,
+        user_message: str | None = None,
+        max_messages: int | None = None,
+        max_tokens: int | None = None,
+        format: str = "openai-chat",
+    ) -> AgentInput:
+        """The next model request's input: the newest history that fits, in an API's shape.
+
+        The window is [system prompt, newest summary, the newest messages after it that fit
+        ``max_messages`` and ``max_tokens``, ``user_message``]. Tool-call groups are kept
+        whole; a window never starts with a tool result (see :mod:`convodb.history`). Only
+        the rows the window needs are read: newest first, in pages, using the token counts
+        stored with each message.
+
+        Args:
+            conversation_id: the conversation.
+            user_id: the owner.
+            system_prompt: sent first, always (Anthropic: as ``system``).
+            user_message: the new user turn, sent last, always; not stored by this call.
+            max_messages: at most this many history messages.
+            max_tokens: at most this many tokens in the whole window, fixed parts included.
+            format: ``"openai-chat"``, ``"openai-responses"``, ``"anthropic"`` or ``"plain"``.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user.
+            ContextBudgetError: system prompt, summary and user message alone exceed
+                ``max_tokens``.
+            ValidationError: an argument is invalid.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        if format not in FORMATS:
+            raise ValidationError("format", f"must be one of {list(FORMATS)}; got {format!r}")
+        budget_messages = check_budget(
+            "max_messages", max_messages, self.limits.max_window_messages
+        )
+        budget_tokens = check_budget("max_tokens", max_tokens, self.limits.max_window_tokens)
+        system_prompt = check_prompt_text("system_prompt", system_prompt, self.limits)
+        user_message = check_prompt_text("user_message", user_message, self.limits)
+        async with self._read():
+            last_seq, floor, summary = await self._head(cid, uid)
+            builder = WindowBuilder(
+                max_messages=budget_messages,
+                max_tokens=budget_tokens,
+                system_prompt=system_prompt,
+                summary=summary,
+                user_message=user_message,
+                counter=self.token_counter,
+            )
+            page = _first_page(budget_messages, budget_tokens)
+            before = last_seq + 1
+            while builder.needs_more and before - 1 > floor:
+                params = {"cid": cid, "uid": uid, "seq": before, "floor": floor, "n": page}
+                rows = (await self.session.execute(sql.BEFORE, params)).all()
+                builder.feed(map(sql.message_record, rows))
+                if len(rows) < page:
+                    break
+                before, page = rows[-1][2], min(page * 2, self.limits.max_page_size)
+        return AgentInput.from_window(builder.finish(total=last_seq - floor), format)
+
+    async def compact(
+        self,
+        conversation_id: str,
+        user_id: str,
+        summarize: Summarizer,
+        *,
+        keep_last: int = 20,
+    ) -> StoredSummary | None:
+        """Summarize all but the newest ``keep_last`` messages; windows then start from it.
+
+        ``summarize`` receives the messages to cover, oldest first; when an earlier summary
+        exists, the first item is a ``system`` message holding its text (``seq`` 0, metadata
+        ``{"summary_upto_seq": n}``), so the new summary can extend it. The cut never splits a
+        tool call from its results. The messages are kept: the transcript stays complete.
+        No transaction is held while ``summarize`` runs.
+
+        Returns:
+            The new summary, or ``None`` when there is nothing new to summarize.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user.
+            ConflictError: another compaction stored a summary as far or further meanwhile.
+            ValidationError: ``keep_last`` or the summary text is invalid.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 0:
+            raise ValidationError("keep_last", f"must be an integer >= 0; got {keep_last!r}")
+        async with self._read():
+            last_seq, floor, previous = await self._head(cid, uid)
+            if last_seq - keep_last <= floor:
+                return None
+            messages: list[StoredMessage] = []
+            while not messages or messages[-1].seq < last_seq:
+                params = {"cid": cid, "uid": uid, "n": self.limits.max_page_size}
+                params["seq"] = messages[-1].seq if messages else floor
+                rows = (await self.session.execute(sql.AFTER, params)).all()
+                if not rows:
+                    break
+                messages.extend(map(sql.message_record, rows))
+        if self._commit and self.session.in_transaction():
+            await self.session.commit()  # hold nothing while the summarizer (an LLM) runs
+        cut = compaction_cut(messages, last_seq - keep_last)
+        covered = [m for m in messages if m.seq <= cut]
+        if not covered:
+            return None
+        if previous is not None:
+            covered.insert(0, _previous_summary(cid, floor, previous))
+        text = await summarize(covered)
+        return await self.save_summary(cid, uid, text, upto_seq=cut)
+
+    async def save_summary(
+        self,
+        conversation_id: str,
+        user_id: str,
+        content: str,
+        *,
+        upto_seq: int,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> StoredSummary:
+        """Store a summary of messages ``1..upto_seq``; windows then start from it.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user.
+            ConflictError: a summary as far or further exists already.
+            ValidationError: ``upto_seq`` is beyond the last message, or the text is invalid.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        text = check_prompt_text("content", content, self.limits)
+        if not text:
+            raise ValidationError("content", "must not be empty")
+        if not isinstance(upto_seq, int) or isinstance(upto_seq, bool) or upto_seq < 1:
+            raise ValidationError("upto_seq", f"must be an integer >= 1; got {upto_seq!r}")
+        meta = check_metadata("metadata", metadata, self.limits)
+        values: dict[str, Any] = {
+            "id": new_id(),
+            "conversation_id": cid,
+            "upto_seq": upto_seq,
+            "content": text,
+            "token_count": self.token_counter.count_message(
+                NewMessage(role="system", content=text)
+            ),
+            "metadata": meta,
+            "created_at": utcnow(),
+        }
+        async with self._write():
+            last_seq = await self._bump(sql.LOCK, {"cid": cid, "uid": uid})
+            if upto_seq > last_seq:
+                raise ValidationError(
+                    "upto_seq", f"must be at most the last seq, {last_seq}; got {upto_seq}"
+                )
+            newest = (
+                await self.session.execute(sql.LATEST_SUMMARY, {"cid": cid, "uid": uid})
+            ).first()
+            if newest is not None and newest[2] >= upto_seq:
+                raise ConflictError(
+                    f"a summary up to seq {newest[2]} exists; a new one must cover more"
+                )
+            await self.session.execute(sql.INSERT_SUMMARY, values)
+        return StoredSummary(**values)
+
+    async def get_summary(self, conversation_id: str, user_id: str) -> StoredSummary | None:
+        """The newest summary of the user's conversation, or ``None``.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        async with self._read():
+            rows = await self._owned_rows(sql.LATEST_SUMMARY, cid, uid)
+        return sql.summary_record(rows[0]) if rows else None
+
     # -- internals ------------------------------------------------------------------------
+
+    async def _head(self, cid: str, uid: str) -> tuple[int, int, str | None]:
+        """``(last_seq, newest summary's upto_seq or 0, its text)`` of an owned conversation."""
+        row = (await self.session.execute(sql.HEAD, {"cid": cid, "uid": uid})).first()
+        if row is None:
+            raise ConversationNotFoundError(cid)
+        return int(row[0]), int(row[1] or 0), row[2]
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[None]:
@@ -473,13 +631,15 @@ class ConversationService:
             raise
 
     async def _select_conversation(self, cid: str, uid: str) -> Sequence[Any] | None:
-        result = await self.session.execute(_SELECT_CONVERSATION, {"cid": cid, "uid": uid})
+        result = await self.session.execute(sql.SELECT_CONVERSATION, {"cid": cid, "uid": uid})
         return result.one_or_none()
 
     async def _insert_conversation(self, values: dict[str, Any]) -> Sequence[Any] | None:
         dialect = self.session.get_bind().dialect.name
         statement = (
-            insert_ignoring_conflicts(_conv, dialect).values(values).returning(*_CONV_COLUMNS)
+            insert_ignoring_conflicts(sql.conversations, dialect)
+            .values(values)
+            .returning(*sql.CONV_COLUMNS)
         )
         return (await self.session.execute(statement)).one_or_none()
 
@@ -505,22 +665,24 @@ class ConversationService:
             return []
         keys = [m.key for m in batch if m.key is not None]
         if not keys:
-            last_seq = await self._bump(_BUMP_SEQ, {**params, "n": len(batch)})
+            last_seq = await self._bump(sql.BUMP_SEQ, {**params, "n": len(batch)})
             return await self._insert(cid, batch, last_seq, now)
 
         # Keyed batch: lock the conversation (and prove ownership) before looking keys up,
         # so that a concurrent retry of the same batch waits here and then finds the keys.
-        last_seq = await self._bump(_LOCK, params)
+        last_seq = await self._bump(sql.LOCK, params)
         result = await self.session.execute(
-            select(*_MSG_COLUMNS).where(_msg.c.conversation_id == cid, _msg.c.key.in_(keys))
+            select(*sql.MSG_COLUMNS).where(
+                sql.messages.c.conversation_id == cid, sql.messages.c.key.in_(keys)
+            )
         )
-        stored = {m.key: m for m in map(_message, result)}
+        stored = {m.key: m for m in map(sql.message_record, result)}
         fresh = [m for m in batch if m.key is None or m.key not in stored]
         for m in batch:
             if m.key is not None and m.key in stored and not _same_message(m, stored[m.key]):
                 raise IdempotencyKeyReuseError(m.key)
         if fresh:
-            last_seq = await self._bump(_BUMP_SEQ, {**params, "n": len(fresh)})
+            last_seq = await self._bump(sql.BUMP_SEQ, {**params, "n": len(fresh)})
         inserted = iter(await self._insert(cid, fresh, last_seq, now))
         return [
             stored[m.key] if m.key is not None and m.key in stored else next(inserted)
@@ -528,7 +690,7 @@ class ConversationService:
         ]
 
     async def _bump(self, statement: Any, params: dict[str, Any]) -> int:
-        """Run ``_BUMP_SEQ`` (reserve ``n`` seqs) or ``_LOCK``; returns ``last_seq``.
+        """Run ``sql.BUMP_SEQ`` (reserve ``n`` seqs) or ``sql.LOCK``; returns ``last_seq``.
 
         Either statement locks the conversation until the transaction ends and proves the
         user owns it: no row means missing or foreign.
@@ -544,6 +706,7 @@ class ConversationService:
         if not batch:
             return []
         first = last_seq - len(batch) + 1
+        count = self.token_counter.count_message
         records = [
             StoredMessage(
                 new_id(),
@@ -556,7 +719,7 @@ class ConversationService:
                 m.tool_call_id,
                 m.metadata,
                 m.key,
-                None,
+                count(m),
                 now,
             )
             for i, m in enumerate(batch)
@@ -573,12 +736,12 @@ class ConversationService:
                 "tool_call_id": m.tool_call_id,
                 "metadata": m.metadata,
                 "key": m.key,
-                "token_count": None,
+                "token_count": r.token_count,
                 "created_at": now,
             }
             for r, m in zip(records, batch, strict=True)
         ]
-        await self.session.execute(_INSERT_MESSAGES, rows)
+        await self.session.execute(sql.INSERT_MESSAGES, rows)
         return records
 
 
@@ -597,40 +760,31 @@ def _new_conversation(
     }
 
 
-def _conversation(row: Sequence[Any]) -> StoredConversation:
-    return StoredConversation(*row)
+def _first_page(max_messages: int | None, max_tokens: int | None) -> int:
+    """Rows to read first for a window: enough for most windows in one statement."""
+    if max_messages is not None:
+        # Slack for the tool results and orphans a window skips.
+        return min(max_messages + 16, 1000)
+    if max_tokens is not None:
+        return max(32, min(max_tokens // 32, 1000))  # ~32 tokens per message is typical chat
+    return 200
 
 
-def _message(row: Sequence[Any]) -> StoredMessage:
-    (
-        id_,
-        cid,
-        seq,
-        role,
-        content,
-        tool_calls,
-        tool_name,
-        tool_call_id,
-        metadata,
-        key,
-        tokens,
-        at,
-    ) = row
+def _previous_summary(cid: str, upto_seq: int, text: str) -> StoredMessage:
+    """The earlier summary, as the first message handed to a summarizer."""
     return StoredMessage(
-        id_,
-        cid,
-        seq,
-        role,
-        content,
-        tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in tool_calls)
-        if tool_calls
-        else None,
-        tool_name,
-        tool_call_id,
-        metadata,
-        key,
-        tokens,
-        at,
+        id=f"summary-{upto_seq}",
+        conversation_id=cid,
+        seq=0,
+        role="system",
+        content=text,
+        tool_calls=None,
+        tool_name=None,
+        tool_call_id=None,
+        metadata={"summary_upto_seq": upto_seq},
+        key=None,
+        token_count=None,
+        created_at=utcnow(),
     )
 
 

@@ -43,6 +43,10 @@ class Limits:
     """Tool calls on one assistant message."""
     max_page_size: int = 1000
     """``limit`` of one history read or list page."""
+    max_window_messages: int = 10_000
+    """``max_messages`` of one agent-input window."""
+    max_window_tokens: int = 10_000_000
+    """``max_tokens`` of one agent-input window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,32 @@ def check_limit(value: object, limits: Limits, field: str = "limit") -> int:
             limit=limits.max_page_size,
         )
     return value
+
+
+def check_budget(field: str, value: object, upper: int) -> int | None:
+    """An optional window budget: ``None`` (no limit) or an integer from 1 to ``upper``."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(field, f"must be an integer or None, not {type(value).__name__}")
+    if not 1 <= value <= upper:
+        raise LimitExceededError(field, f"must be between 1 and {upper}; got {value}", limit=upper)
+    return value
+
+
+def check_prompt_text(field: str, value: object, limits: Limits) -> str | None:
+    """Optional text sent to a model with a window (a system prompt, a new user message)."""
+    if value is None:
+        return None
+    text = check_text(field, value)
+    size = len(text.encode("utf-8"))
+    if size > limits.max_message_bytes:
+        raise LimitExceededError(
+            field,
+            f"is {size} bytes (UTF-8); the limit is {limits.max_message_bytes}",
+            limit=limits.max_message_bytes,
+        )
+    return text
 
 
 def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:

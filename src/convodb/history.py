@@ -33,7 +33,7 @@ from ._records import NewMessage, StoredMessage, ToolCall
 from .errors import ContextBudgetError, ValidationError
 from .tokens import TokenCounter, default_counter
 
-__all__ = ["Window", "WindowBuilder", "select_window"]
+__all__ = ["AgentInput", "Window", "WindowBuilder", "compaction_cut", "select_window"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +290,86 @@ def select_window(
     )
     builder.feed(reversed(messages))
     return builder.finish(total=len(messages))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInput:
+    """A window formatted for one model API: what ``ConversationService.get_agent_input`` returns.
+
+    ```python
+    agent_input = await service.get_agent_input(cid, user_id, format="anthropic",
+                                                system_prompt=prompt, user_message=text,
+                                                max_tokens=8000)
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=1024, **agent_input.kwargs)
+    ```
+    """
+
+    format: str
+    """One of :data:`convodb.formats.FORMATS`."""
+    kwargs: dict[str, Any]
+    """Keyword arguments for the API's client: ``messages`` (``input`` for the Responses API),
+    and ``system`` for Anthropic when there is system text."""
+    token_count: int
+    """Tokens of the whole window, system prompt, summary and new message included."""
+    dropped: int
+    """Stored messages after the summary (all, when there is none) left out of the window."""
+    first_seq: int | None
+    """``seq`` of the first history message sent; ``None`` when none is."""
+    window: Window
+    """The window itself: the stored messages sent, and the calls left out as unanswered."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The list to send: chat messages, or the Responses API's input items."""
+        items: list[dict[str, Any]] = self.kwargs.get("messages", self.kwargs.get("input", []))
+        return items
+
+    @property
+    def system(self) -> str | None:
+        """Anthropic's separate system prompt; ``None`` for the other formats."""
+        system: str | None = self.kwargs.get("system")
+        return system
+
+    @classmethod
+    def from_window(cls, window: Window, format_name: str) -> AgentInput:
+        """Format ``window`` for ``format_name``.
+
+        Raises:
+            ValidationError: ``format_name`` is not a known format.
+        """
+        return cls(
+            format=format_name,
+            kwargs=window.format(format_name),
+            token_count=window.token_count,
+            dropped=window.dropped,
+            first_seq=window.first_seq,
+            window=window,
+        )
+
+
+def compaction_cut(messages: Sequence[StoredMessage], cut: int) -> int:
+    """The highest ``seq`` at or below ``cut`` that splits no tool-call group.
+
+    A summary covering messages up to the returned ``seq`` leaves every tool result together
+    with its call: both summarized, or both kept as messages.
+
+    Args:
+        messages: the messages around the cut, oldest first (those after the previous summary).
+        cut: the ``seq`` the summary would like to cover up to.
+    """
+    calls: dict[str, int] = {}
+    spans: list[tuple[int, int]] = []  # (seq of a call, seq of its result)
+    for message in messages:
+        if message.role == "assistant" and message.tool_calls:
+            for call in message.tool_calls:
+                calls[call.id] = message.seq
+        elif message.role == "tool" and message.tool_call_id in calls:
+            spans.append((calls[message.tool_call_id], message.seq))
+    # Moving the cut before a call may put it inside an earlier group: repeat until stable.
+    moved = True
+    while moved:
+        moved = False
+        for call_seq, result_seq in spans:
+            if call_seq <= cut < result_seq:
+                cut, moved = call_seq - 1, True
+    return cut

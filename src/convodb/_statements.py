@@ -1,0 +1,188 @@
+"""The hot path's SQL, built once, and the mapping of its rows to records.
+
+Statements are module constants with named bind parameters, so SQLAlchemy compiles each once
+and caches it. Every statement that reads a conversation's rows carries the ownership
+predicate (``OWNED``: ``id = :cid AND user_id = :uid``) itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, bindparam, literal, select, update
+
+from ._models import conversations, messages, summaries
+from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall
+
+__all__ = [
+    "AFTER",
+    "BEFORE",
+    "BUMP_SEQ",
+    "CONV_COLUMNS",
+    "HEAD",
+    "INSERT_MESSAGES",
+    "INSERT_SUMMARY",
+    "LATEST",
+    "LATEST_SUMMARY",
+    "LOCK",
+    "MSG_COLUMNS",
+    "OWNED",
+    "OWNED_EXISTS",
+    "SELECT_CONVERSATION",
+    "SUM_COLUMNS",
+    "conversation_record",
+    "conversations",
+    "message_record",
+    "messages",
+    "summaries",
+    "summary_record",
+]
+
+CONV_COLUMNS = (
+    conversations.c.id,
+    conversations.c.user_id,
+    conversations.c.title,
+    conversations.c["metadata"],
+    conversations.c.last_seq,
+    conversations.c.created_at,
+    conversations.c.updated_at,
+)
+MSG_COLUMNS = (
+    messages.c.id,
+    messages.c.conversation_id,
+    messages.c.seq,
+    messages.c.role,
+    messages.c.content,
+    messages.c.tool_calls,
+    messages.c.tool_name,
+    messages.c.tool_call_id,
+    messages.c["metadata"],
+    messages.c.key,
+    messages.c.token_count,
+    messages.c.created_at,
+)
+
+# Statements are built once; SQLAlchemy caches their compiled form.
+OWNED = and_(conversations.c.id == bindparam("cid"), conversations.c.user_id == bindparam("uid"))
+OWNED_EXISTS = select(literal(1)).where(OWNED).exists()
+SELECT_CONVERSATION = select(*CONV_COLUMNS).where(OWNED)
+BUMP_SEQ = (
+    update(conversations)
+    .where(OWNED)
+    .values(last_seq=conversations.c.last_seq + bindparam("n"), updated_at=bindparam("now"))
+    .returning(conversations.c.last_seq)
+)
+# A no-op write: takes the conversation's row lock (PostgreSQL) or the write lock (SQLite) and
+# proves ownership, without moving anything.
+LOCK = (
+    update(conversations)
+    .where(OWNED)
+    .values(last_seq=conversations.c.last_seq)
+    .returning(conversations.c.last_seq)
+)
+LATEST = (
+    select(*MSG_COLUMNS)
+    .where(messages.c.conversation_id == bindparam("cid"), OWNED_EXISTS)
+    .order_by(messages.c.seq.desc())
+    .limit(bindparam("n"))
+)
+AFTER = (
+    select(*MSG_COLUMNS)
+    .where(
+        messages.c.conversation_id == bindparam("cid"),
+        messages.c.seq > bindparam("seq"),
+        OWNED_EXISTS,
+    )
+    .order_by(messages.c.seq.asc())
+    .limit(bindparam("n"))
+)
+INSERT_MESSAGES = messages.insert()
+
+SUM_COLUMNS = (
+    summaries.c.id,
+    summaries.c.conversation_id,
+    summaries.c.upto_seq,
+    summaries.c.content,
+    summaries.c.token_count,
+    summaries.c["metadata"],
+    summaries.c.created_at,
+)
+# The newest summary of an owned conversation.
+LATEST_SUMMARY = (
+    select(*SUM_COLUMNS)
+    .where(summaries.c.conversation_id == bindparam("cid"), OWNED_EXISTS)
+    .order_by(summaries.c.upto_seq.desc())
+    .limit(1)
+)
+# Newest-first pages below ``seq`` and above ``floor`` (0, or the newest summary's upto_seq).
+BEFORE = (
+    select(*MSG_COLUMNS)
+    .where(
+        messages.c.conversation_id == bindparam("cid"),
+        messages.c.seq > bindparam("floor"),
+        messages.c.seq < bindparam("seq"),
+        OWNED_EXISTS,
+    )
+    .order_by(messages.c.seq.desc())
+    .limit(bindparam("n"))
+)
+INSERT_SUMMARY = summaries.insert()
+# An owned conversation's last_seq and its newest summary (NULLs when it has none), in one
+# statement: what a window or a compaction needs before reading messages.
+HEAD = (
+    select(
+        conversations.c.last_seq,
+        summaries.c.upto_seq,
+        summaries.c.content,
+        summaries.c.id,
+        summaries.c.created_at,
+    )
+    .select_from(
+        conversations.outerjoin(summaries, summaries.c.conversation_id == conversations.c.id)
+    )
+    .where(OWNED)
+    .order_by(summaries.c.upto_seq.desc())
+    .limit(1)
+)
+
+
+def conversation_record(row: Sequence[Any]) -> StoredConversation:
+    return StoredConversation(*row)
+
+
+def message_record(row: Sequence[Any]) -> StoredMessage:
+    (
+        id_,
+        cid,
+        seq,
+        role,
+        content,
+        tool_calls,
+        tool_name,
+        tool_call_id,
+        metadata,
+        key,
+        tokens,
+        at,
+    ) = row
+    return StoredMessage(
+        id_,
+        cid,
+        seq,
+        role,
+        content,
+        tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in tool_calls)
+        if tool_calls
+        else None,
+        tool_name,
+        tool_call_id,
+        metadata,
+        key,
+        tokens,
+        at,
+    )
+
+
+def summary_record(row: Sequence[Any]) -> StoredSummary:
+    return StoredSummary(*row)
