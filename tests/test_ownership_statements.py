@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from convodb import ConversationNotFoundError, ConversationService, Database
+from convodb import ConversationNotFoundError, ConversationService, Database, StoredMessage
 
 Call = Callable[[ConversationService, str, str], Awaitable[object]]
 
@@ -29,7 +29,15 @@ CALLS: dict[str, Call] = {
     "update_conversation": lambda s, c, u: s.update_conversation(c, u, title="t"),
     "get_or_create_conversation": lambda s, c, u: s.get_or_create_conversation(c, u),
     "delete_conversation": lambda s, c, u: s.delete_conversation(c, u),
+    "get_agent_input": lambda s, c, u: s.get_agent_input(c, u, max_tokens=500),
+    "get_summary": lambda s, c, u: s.get_summary(c, u),
+    "save_summary": lambda s, c, u: s.save_summary(c, u, "summary", upto_seq=1),
+    "compact": lambda s, c, u: s.compact(c, u, _summarize, keep_last=0),
 }
+
+
+async def _summarize(messages: list[StoredMessage]) -> str:
+    return f"{len(messages)} messages"
 
 
 @contextmanager
@@ -52,8 +60,8 @@ def assert_ownership_first(statements: list[str]) -> None:
         owner_checked = "conversations.user_id" in statement
         if statement.startswith("UPDATE conversations") and owner_checked:
             locked = True
-        if "FROM messages" in statement:
-            assert owner_checked or locked, f"reads messages before ownership: {statement}"
+        if "FROM messages" in statement or "FROM summaries" in statement:
+            assert owner_checked or locked, f"reads rows before ownership: {statement}"
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

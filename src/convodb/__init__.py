@@ -12,19 +12,30 @@ async with Database("sqlite:///chat.db") as db:
 ```
 
 Everything public is importable from here; the submodules are private, except
-``convodb.errors`` and ``convodb.formats``.
+``convodb.errors``, ``convodb.formats`` (every model-API shape), ``convodb.history``
+(windowing) and ``convodb.tokens`` (token counters), and the optional ``convodb.server`` and
+``convodb.cli``.
 """
 
 from __future__ import annotations
 
 from ._db import DEFAULT_DATABASE_URL, Database, get_db_session, set_default_database
 from ._keys import ApiKey, ApiKeyService, CreatedApiKey, StoredApiKey
-from ._models import ROLES, Conversation, Message
-from ._records import NewMessage, Page, Role, StoredConversation, StoredMessage, ToolCall
+from ._models import ROLES, Conversation, Message, Summary
+from ._records import (
+    NewMessage,
+    Page,
+    Role,
+    StoredConversation,
+    StoredMessage,
+    StoredSummary,
+    ToolCall,
+)
 from ._service import ConversationService
 from ._validation import Limits
 from .errors import (
     ConflictError,
+    ContextBudgetError,
     ConversationExistsError,
     ConversationNotFoundError,
     ConvodbError,
@@ -35,14 +46,19 @@ from .errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from .formats import build_message_array, message_to_dict
+from .formats import FORMATS, build_message_array, format_messages, message_to_dict, parse_response
+from .history import AgentInput, Window, WindowBuilder, select_window
+from .tokens import TokenCounter, default_counter
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "FORMATS",
     "ROLES",
+    "AgentInput",
     "ApiKey",
     "ApiKeyService",
     "ConflictError",
+    "ContextBudgetError",
     "Conversation",
     "ConversationExistsError",
     "ConversationNotFoundError",
@@ -63,10 +79,19 @@ __all__ = [
     "StoredApiKey",
     "StoredConversation",
     "StoredMessage",
+    "StoredSummary",
+    "Summary",
+    "TokenCounter",
     "ToolCall",
     "ValidationError",
+    "Window",
+    "WindowBuilder",
     "build_message_array",
+    "default_counter",
+    "format_messages",
     "get_db_session",
     "message_to_dict",
+    "parse_response",
+    "select_window",
     "set_default_database",
 ]
