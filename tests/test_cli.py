@@ -1,0 +1,94 @@
+"""The ``convodb`` command: key management, init-db, and friendly missing-extra errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from convodb.cli._app import app
+
+runner = CliRunner()
+
+
+def invoke(database_url: str, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, [*args, "--database-url", database_url])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_keys_create_list_revoke(database_url: str) -> None:
+    code, out, err = invoke(database_url, "keys", "create", "--user", "alice", "--name", "bot")
+    assert code == 0, err
+    key_id = out.split()[3]
+    token = out.strip().splitlines()[-1]
+    assert token.startswith(f"cdb_{key_id}_")
+    assert "shown once" in err
+
+    code, service_token, _ = invoke(database_url, "keys", "create", "--service", "-q")
+    assert code == 0 and service_token.startswith("cdb_") and len(service_token.split()) == 1
+
+    code, listing, _ = invoke(database_url, "keys", "list")
+    assert code == 0
+    assert listing.splitlines()[0].split() == ["ID", "USER", "NAME", "CREATED", "REVOKED"]
+    row = next(line for line in listing.splitlines() if line.startswith(key_id))
+    assert "alice" in row and "bot" in row
+    assert "(service)" in listing
+    assert token.rpartition("_")[2] not in listing  # never the secret
+
+    code, out, _ = invoke(database_url, "keys", "revoke", key_id)
+    assert code == 0 and f"Revoked API key {key_id}" in out
+    code, listing, _ = invoke(database_url, "keys", "list")
+    assert key_id not in listing
+    code, listing, _ = invoke(database_url, "keys", "list", "--all")
+    assert key_id in listing and "UTC" in listing.splitlines()[-1]
+
+
+def test_keys_errors_are_one_line_and_exit_1(database_url: str) -> None:
+    code, _, err = invoke(database_url, "keys", "revoke", "no-such-key")
+    assert code == 1 and err.startswith("error: no API key with id 'no-such-key'")
+    code, _, err = invoke(database_url, "keys", "create")
+    assert code == 1 and "--user USER or --service" in err
+    code, _, err = invoke(database_url, "keys", "create", "--user", "a\x00b")
+    assert code == 1 and "user_id" in err and "Traceback" not in err
+
+
+def test_init_db_creates_the_tables(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    code, out, err = invoke(url, "init-db")
+    assert code == 0, err
+    assert "convodb tables ready" in out
+
+
+def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    prelude = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in blocked)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, check=False
+    )
+
+
+def test_console_script_names_the_cli_extra_when_typer_is_missing() -> None:
+    result = _run_without(["typer"], "from convodb.cli import main; main()")
+    assert result.returncode == 1
+    assert "pip install 'convodb[cli]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_the_server_extra_when_fastapi_is_missing() -> None:
+    result = _run_without(
+        ["fastapi"],
+        "import sys; sys.argv = ['convodb', 'serve']\nfrom convodb.cli import main\nmain()",
+    )
+    assert result.returncode == 1
+    assert "pip install 'convodb[server]'" in result.stderr
+
+
+def test_import_convodb_needs_no_server_or_cli_extra() -> None:
+    result = _run_without(
+        ["fastapi", "starlette", "uvicorn", "jwt", "typer"],
+        "import convodb\nprint(len(convodb.__all__))\n"
+        "try:\n    import convodb.server\nexcept ImportError as exc:\n    print(exc.extra)\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(len(__import__("convodb").__all__)), "server"]

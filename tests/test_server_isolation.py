@@ -1,0 +1,103 @@
+"""Isolation: for every endpoint and method, another user's conversation is a missing one.
+
+User B, with valid credentials, gets exactly the response a missing conversation gives
+(status, headers that matter, body up to the id itself), and nothing of A's changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests._http import Api
+
+# (method, path template, request options): every operation on one conversation.
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/v1/conversations/{cid}", {}),
+    ("PATCH", "/v1/conversations/{cid}", {"json": {"title": "mine now"}}),
+    ("PATCH", "/v1/conversations/{cid}", {"json": {"metadata": {"owner": "b"}}}),
+    ("DELETE", "/v1/conversations/{cid}", {}),
+    ("GET", "/v1/conversations/{cid}/messages", {}),
+    ("GET", "/v1/conversations/{cid}/messages", {"params": {"order": "desc", "limit": 1}}),
+    ("GET", "/v1/conversations/{cid}/messages", {"params": {"after_seq": 0}}),
+    (
+        "POST",
+        "/v1/conversations/{cid}/messages",
+        {"json": {"messages": [{"role": "user", "content": "hi from b"}]}},
+    ),
+    ("POST", "/v1/conversations/{cid}/messages", {"json": {"messages": []}}),
+    (
+        "POST",
+        "/v1/conversations/{cid}/messages",
+        {
+            "json": {"messages": [{"role": "user", "content": "Weather in Paris?"}]},
+            "headers": {"Idempotency-Key": "a-turn"},  # the key A used
+        },
+    ),
+]
+
+
+def _label(request: tuple[str, str, dict[str, Any]]) -> str:
+    method, path, options = request
+    return f"{method} {path} {sorted(options)}"
+
+
+async def _snapshot(api: Api, cid: str) -> tuple[Any, Any, Any]:
+    """Everything A can see: the conversation, its messages and A's list."""
+    alice = await api.auth("alice")
+    conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
+    messages = (await api.client.get(f"/v1/conversations/{cid}/messages", headers=alice)).json()
+    listed = (await api.client.get("/v1/conversations", headers=alice)).json()
+    return conversation, messages, listed
+
+
+def _comparable(response: Any, cid: str) -> tuple[int, str | None, Any]:
+    body = response.text.replace(cid, "<id>")
+    return response.status_code, response.headers.get("content-type"), body
+
+
+def test_the_matrix_covers_every_operation_on_a_conversation(api: Api) -> None:
+    document = api.app.openapi()
+    operations = {
+        (method.upper(), path.replace("{conversation_id}", "{cid}"))
+        for path, item in document["paths"].items()
+        if "{conversation_id}" in path
+        for method in item
+    }
+    assert operations == {(method, path) for method, path, _ in REQUESTS}
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=_label)
+async def test_foreign_conversation_answers_like_a_missing_one_and_stays_unchanged(
+    api: Api, request_: tuple[str, str, dict[str, Any]]
+) -> None:
+    method, path, options = request_
+    alice, bob = await api.auth("alice"), await api.auth("bob")
+    cid = (await api.client.post("/v1/conversations", headers=alice, json={"title": "a"})).json()[
+        "id"
+    ]
+    turn = {"messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    appended = await api.client.post(
+        f"/v1/conversations/{cid}/messages",
+        json=turn,
+        headers={**alice, "Idempotency-Key": "a-turn"},
+    )
+    assert appended.status_code == 201
+    before = await _snapshot(api, cid)
+
+    headers = {**options.get("headers", {}), **bob}
+    kwargs = {k: v for k, v in options.items() if k != "headers"}
+    missing_id = str(uuid.uuid4())
+    foreign = await api.client.request(method, path.format(cid=cid), headers=headers, **kwargs)
+    missing = await api.client.request(
+        method, path.format(cid=missing_id), headers=headers, **kwargs
+    )
+
+    assert foreign.status_code == 404
+    assert foreign.json()["type"] == "urn:convodb:problem:conversation-not-found"
+    assert _comparable(foreign, cid) == _comparable(missing, missing_id)
+    assert await _snapshot(api, cid) == before
+    bobs = (await api.client.get("/v1/conversations", headers=bob)).json()
+    assert bobs == {"items": [], "next_cursor": None}
