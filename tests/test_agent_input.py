@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -212,7 +212,7 @@ async def test_token_window_over_100000_messages_reads_a_bounded_number_of_rows(
     conversation = await service.create_conversation(ALICE)
     cid = conversation.id
     # Bulk-load the conversation as stored rows; the service then sees a 100,000-message chat.
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "conversation_id": cid,
             "seq": seq,
@@ -321,7 +321,7 @@ async def test_agent_input_and_summaries_of_another_user_look_missing(
 ) -> None:
     cid = await conversation_with_turns(service, 2)
     await service.save_summary(cid, ALICE, "secret summary", upto_seq=4)
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: service.get_agent_input(cid, "mallory"),
         lambda: service.compact(cid, "mallory", Summarizer(), keep_last=0),
         lambda: service.save_summary(cid, "mallory", "mine", upto_seq=8),
