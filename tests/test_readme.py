@@ -39,3 +39,23 @@ def test_main_job_runs_on_embedded_sqlite(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert '"tool_call_id": "call_1"' in result.stdout
     assert (tmp_path / "convodb.db").exists()
+
+
+def test_agent_loop_example_saves_turns_and_rebuilds_requests_in_both_shapes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "agent_loop.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for fmt in ("openai-chat", "anthropic"):
+        assert f"[{fmt}] Weather in Paris? -> It is 18°C, sunny." in result.stdout
+        assert f"[{fmt}] And in Oslo? -> It is 4°C, rain." in result.stdout
+    # OpenAI: system + 4 messages per turn; Anthropic: system apart, 4 turns per agent turn.
+    assert re.search(
+        r"\[openai-chat\] next request: \d+ tokens, 9 messages, 0 dropped", result.stdout
+    )
+    assert re.search(
+        r"\[anthropic\] next request: \d+ tokens, 8 messages, 0 dropped", result.stdout
+    )
