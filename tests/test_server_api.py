@@ -269,3 +269,54 @@ async def test_openapi_documents_every_operation_with_problems_and_examples(api:
     schemas = document["components"]["schemas"]
     for name in ("AppendRequest", "MessageOut", "ConversationOut", "Problem"):
         assert schemas[name].get("examples"), name
+
+
+async def test_agent_input_in_each_format_keeps_tool_calls_with_their_results(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    await api.client.post(
+        f"/v1/conversations/{cid}/messages", json={"messages": TOOL_TURN}, headers=alice
+    )
+    url = f"/v1/conversations/{cid}/agent-input"
+    request = {"system_prompt": "Be brief.", "user_message": "And tomorrow?"}
+    chat = (await api.client.post(url, json=request, headers=alice)).json()
+    assert chat["format"] == "openai-chat" and chat["system"] is None
+    assert chat["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert chat["messages"][-1] == {"role": "user", "content": "And tomorrow?"}
+    assert chat["first_seq"] == 1 and chat["dropped"] == 0 and chat["token_count"] > 0
+
+    anthropic = await api.client.post(url, json={**request, "format": "anthropic"}, headers=alice)
+    assert anthropic.json()["system"] == "Be brief."
+    assert all(m["role"] in ("user", "assistant") for m in anthropic.json()["messages"])
+
+    # Two messages fit: the tool result cannot come without its call, so both drop.
+    small = await api.client.post(url, json={"max_messages": 2}, headers=alice)
+    assert [m["role"] for m in small.json()["messages"]] == ["assistant"]
+    assert small.json()["first_seq"] == 4 and small.json()["dropped"] == 3
+
+    over = await api.client.post(url, json={**request, "max_tokens": 1}, headers=alice)
+    assert assert_problem(over, 422, "context-budget-exceeded")["field"] == "max_tokens"
+    unknown = await api.client.post(url, json={"format": "cobol"}, headers=alice)
+    assert_problem(unknown, 422, "invalid-request")
+
+
+async def test_summary_starts_later_agent_input_and_must_cover_more_each_time(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    await api.client.post(
+        f"/v1/conversations/{cid}/messages", json={"messages": TOOL_TURN}, headers=alice
+    )
+    url = f"/v1/conversations/{cid}/summaries"
+    saved = await api.client.post(
+        url, json={"content": "Paris weather asked and answered.", "upto_seq": 3}, headers=alice
+    )
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["upto_seq"] == 3
+    window = await api.client.post(f"/v1/conversations/{cid}/agent-input", headers=alice)
+    contents = [m["content"] for m in window.json()["messages"]]
+    assert contents == ["Paris weather asked and answered.", "18°C and sunny."]
+
+    again = await api.client.post(url, json={"content": "older", "upto_seq": 2}, headers=alice)
+    assert_problem(again, 409, "conflict")
+    beyond = await api.client.post(url, json={"content": "x", "upto_seq": 99}, headers=alice)
+    assert assert_problem(beyond, 422, "invalid-input")["field"] == "upto_seq"

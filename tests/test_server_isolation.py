@@ -28,6 +28,13 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"messages": [{"role": "user", "content": "hi from b"}]}},
     ),
     ("POST", "/v1/conversations/{cid}/messages", {"json": {"messages": []}}),
+    ("POST", "/v1/conversations/{cid}/agent-input", {}),
+    (
+        "POST",
+        "/v1/conversations/{cid}/agent-input",
+        {"json": {"format": "anthropic", "max_tokens": 100, "user_message": "hi"}},
+    ),
+    ("POST", "/v1/conversations/{cid}/summaries", {"json": {"content": "b's", "upto_seq": 1}}),
     (
         "POST",
         "/v1/conversations/{cid}/messages",
@@ -44,13 +51,14 @@ def _label(request: tuple[str, str, dict[str, Any]]) -> str:
     return f"{method} {path} {sorted(options)}"
 
 
-async def _snapshot(api: Api, cid: str) -> tuple[Any, Any, Any]:
-    """Everything A can see: the conversation, its messages and A's list."""
+async def _snapshot(api: Api, cid: str) -> tuple[Any, ...]:
+    """Everything A can see: the conversation, its messages, its agent input and A's list."""
     alice = await api.auth("alice")
     conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
     messages = (await api.client.get(f"/v1/conversations/{cid}/messages", headers=alice)).json()
     listed = (await api.client.get("/v1/conversations", headers=alice)).json()
-    return conversation, messages, listed
+    window = (await api.client.post(f"/v1/conversations/{cid}/agent-input", headers=alice)).json()
+    return conversation, messages, listed, window
 
 
 def _comparable(response: Any, cid: str) -> tuple[int, str | None, Any]:

@@ -21,6 +21,8 @@ from ._body import BodyLimitMiddleware
 from ._problems import (
     BAD_REQUEST,
     BODY_TOO_LARGE,
+    CONFLICT,
+    CONTEXT_BUDGET,
     CONVERSATION_NOT_FOUND,
     FORBIDDEN,
     IDEMPOTENCY_KEY_REUSE,
@@ -36,6 +38,8 @@ from ._problems import (
 )
 from ._schemas import (
     CONVERSATION_ID_PATTERN,
+    AgentInputOut,
+    AgentInputRequest,
     AppendRequest,
     AppendResponse,
     ConversationCreate,
@@ -45,8 +49,12 @@ from ._schemas import (
     Health,
     MessagePage,
     ProblemOut,
+    SummaryCreate,
+    SummaryOut,
+    agent_input_out,
     conversation_out,
     message_out,
+    summary_out,
 )
 from ._settings import USER_HEADER, Settings
 
@@ -300,6 +308,58 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             conversation_id, user, limit=limit, order=order, cursor=cursor, after_seq=after_seq
         )
         return {"items": [message_out(m) for m in page.items], "next_cursor": page.next_cursor}
+
+    @v1.post(
+        "/conversations/{conversation_id}/agent-input",
+        response_model=AgentInputOut,
+        tags=["agent input"],
+        summary="Build the next model request",
+        responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, BODY_TOO_LARGE, CONTEXT_BUDGET),
+    )
+    async def agent_input(
+        user: User,
+        service: Service,
+        conversation_id: ConversationId,
+        body: Annotated[AgentInputRequest | None, Body()] = None,
+    ) -> dict[str, Any]:
+        """The newest history that fits `max_messages` / `max_tokens`, in a model API's shape.
+
+        The window is [system prompt, newest summary, newest messages after it, user message];
+        tool calls and their results are kept together. Nothing is stored (POST only because
+        the prompt and message can be long).
+        """
+        body = body or AgentInputRequest()
+        result = await service.get_agent_input(
+            conversation_id,
+            user,
+            system_prompt=body.system_prompt,
+            user_message=body.user_message,
+            max_messages=body.max_messages,
+            max_tokens=body.max_tokens,
+            format=body.format,
+        )
+        return agent_input_out(result)
+
+    @v1.post(
+        "/conversations/{conversation_id}/summaries",
+        status_code=201,
+        response_model=SummaryOut,
+        tags=["agent input"],
+        summary="Store a summary (compaction)",
+        responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, CONFLICT, BODY_TOO_LARGE),
+    )
+    async def save_summary(
+        user: User, service: Service, conversation_id: ConversationId, body: SummaryCreate
+    ) -> dict[str, Any]:
+        """Store a summary you made of messages 1..`upto_seq`; agent input then starts with it.
+
+        The messages stay stored and readable. A new summary must cover more than the last one
+        (else 409).
+        """
+        summary = await service.save_summary(
+            conversation_id, user, body.content, upto_seq=body.upto_seq, metadata=body.metadata
+        )
+        return summary_out(summary)
 
     app.include_router(v1)
 

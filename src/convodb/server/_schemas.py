@@ -11,9 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from convodb import StoredConversation, StoredMessage
+from convodb import AgentInput, StoredConversation, StoredMessage, StoredSummary
 
 __all__ = [
+    "AgentInputOut",
+    "AgentInputRequest",
     "AppendRequest",
     "AppendResponse",
     "ConversationCreate",
@@ -25,9 +27,13 @@ __all__ = [
     "MessageOut",
     "MessagePage",
     "ProblemOut",
+    "SummaryCreate",
+    "SummaryOut",
+    "agent_input_out",
     "ToolCallModel",
     "conversation_out",
     "message_out",
+    "summary_out",
 ]
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
@@ -209,6 +215,114 @@ class ConversationPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
+class AgentInputRequest(_Model):
+    """What to build the next model request from."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "format": "openai-chat",
+                    "system_prompt": "Be brief.",
+                    "user_message": "And tomorrow?",
+                    "max_tokens": 8000,
+                }
+            ]
+        },
+    )
+
+    format: Literal["openai-chat", "openai-responses", "anthropic", "plain"] = Field(
+        default="openai-chat", description="The model API whose input shape to return."
+    )
+    system_prompt: str | None = Field(default=None, description="Sent first, always.")
+    user_message: str | None = Field(
+        default=None, description="The new user turn, sent last, always; not stored."
+    )
+    max_messages: int | None = Field(
+        default=None, ge=1, description="At most this many history messages."
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="At most this many tokens in the whole window."
+    )
+
+
+class AgentInputOut(BaseModel):
+    """The newest history that fits, shaped for one model API, ready to send."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "format": "openai-chat",
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Weather in Paris?"},
+                        {"role": "assistant", "content": "18°C and sunny."},
+                        {"role": "user", "content": "And tomorrow?"},
+                    ],
+                    "system": None,
+                    "token_count": 42,
+                    "dropped": 0,
+                    "first_seq": 1,
+                }
+            ]
+        }
+    )
+
+    format: str
+    messages: list[dict[str, Any]] = Field(
+        description="The list to send: chat messages, or the Responses API's input items."
+    )
+    system: str | None = Field(description="Anthropic's separate system prompt; else null.")
+    token_count: int = Field(description="Tokens of the whole window, fixed parts included.")
+    dropped: int = Field(description="Stored messages left out of the window.")
+    first_seq: int | None = Field(description="seq of the first history message sent.")
+
+
+class SummaryCreate(_Model):
+    """A summary the caller made of messages 1..upto_seq; windows then start from it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"content": "Alice asked about the weather in Paris.", "upto_seq": 4}]
+        },
+    )
+
+    content: str = Field(description="The summary text.")
+    upto_seq: int = Field(ge=1, description="The last seq it covers.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Any JSON object.")
+
+
+class SummaryOut(BaseModel):
+    """A stored summary."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0193a8c2-7d50-7c3d-9b2e-4a6f8c1d3e5b",
+                    "conversation_id": _CONVERSATION_EXAMPLE["id"],
+                    "upto_seq": 4,
+                    "content": "Alice asked about the weather in Paris.",
+                    "token_count": 12,
+                    "metadata": {},
+                    "created_at": "2025-01-01T12:10:00Z",
+                }
+            ]
+        }
+    )
+
+    id: str
+    conversation_id: str
+    upto_seq: int
+    content: str
+    token_count: int | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
 class Health(BaseModel):
     status: Literal["ok", "ready"]
 
@@ -260,6 +374,29 @@ def conversation_out(c: StoredConversation) -> dict[str, Any]:
         "last_seq": c.last_seq,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
+    }
+
+
+def agent_input_out(a: AgentInput) -> dict[str, Any]:
+    return {
+        "format": a.format,
+        "messages": a.messages,
+        "system": a.system,
+        "token_count": a.token_count,
+        "dropped": a.dropped,
+        "first_seq": a.first_seq,
+    }
+
+
+def summary_out(s: StoredSummary) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "conversation_id": s.conversation_id,
+        "upto_seq": s.upto_seq,
+        "content": s.content,
+        "token_count": s.token_count,
+        "metadata": s.metadata,
+        "created_at": s.created_at,
     }
 
 
