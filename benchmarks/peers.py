@@ -1,0 +1,281 @@
+"""The peers, each through its own public API, on a fresh database of its own.
+
+Each peer's current API was read from its installed source (the versions are recorded in the
+results). What each one can and cannot do shapes how it is driven:
+
+- OpenAI Agents SDK ``SQLAlchemySession`` (``agents.extensions.memory``): ``add_items`` locks the
+  session row, inserts, touches ``updated_at``; ``get_items(limit=n)`` is an indexed latest-N
+  on ``(session_id, created_at)``. One instance per conversation, kept for the run.
+- OpenAI Agents SDK ``SQLiteSession`` (SQLite only): sync ``sqlite3`` in ``asyncio.to_thread``;
+  an instance per operation (each holds thread-local connections), closed after.
+- LangChain ``SQLChatMessageHistory`` with an ``AsyncEngine``: no index on ``session_id`` and
+  no latest-N read, so latest-50 is ``aget_messages()[-50:]``. One message converter is shared
+  (the default builds a declarative class per instance).
+- LlamaIndex ``SQLAlchemyChatStore``: ``get_messages(limit=n)`` returns the *oldest* n, so
+  latest-50 is ``count_messages`` then ``get_messages(offset=count - 50, limit=50)``.
+
+None of them offers an "after this position" read: the concurrent-writers reader polls the
+whole conversation through the public API (``follow_mode = "snapshot"``).
+Bulk loads write each peer's own table layout and serialization on the bare driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from ._data import EPOCH, Target, bulk_insert, content_for, role_for
+from .stores import IDLE, POOL_SIZE, Msg, Store
+
+
+def _mod(name: str) -> Any:
+    """Peers are benchmark-only dependencies, typed loosely."""
+    return importlib.import_module(name)
+
+
+def _engine(target: Target) -> Any:
+    create = _mod("sqlalchemy.ext.asyncio").create_async_engine
+    if target.dialect == "sqlite":
+        return create(target.sqlalchemy_url, connect_args={"timeout": 30})
+    return create(target.sqlalchemy_url, pool_size=IDLE, max_overflow=POOL_SIZE - IDLE)
+
+
+_HOLE = "@@CONTENT@@"
+
+
+def _fill(template: str, text: str) -> str:
+    """The peer's own serialization of a message, with ``text`` put where the hole was."""
+    return template.replace(json.dumps(_HOLE), json.dumps(text), 1)
+
+
+def _naive(n: int) -> datetime:
+    return (EPOCH + timedelta(microseconds=n * 1000)).replace(tzinfo=None)
+
+
+def _ts(target: Target, n: int) -> Any:
+    at = _naive(n)
+    return at if target.dialect == "postgresql" else at.isoformat(sep=" ")
+
+
+def _messages(
+    conversations: Sequence[tuple[str, int]], first: int
+) -> Iterator[tuple[int, str, int, str]]:
+    n = first
+    for cid, count in conversations:
+        for seq in range(1, count + 1):
+            n += 1
+            yield n, cid, seq, content_for(n)
+
+
+class OpenAIAgentsSQLAlchemy(Store):
+    name, group = "openai-agents SQLAlchemySession", "openai-sa"
+    follow_mode = "snapshot"
+
+    async def open(self) -> None:
+        self._cls = _mod("agents.extensions.memory").SQLAlchemySession
+        self.engine = _engine(self.target)
+        self._sessions: dict[str, Any] = {}
+        await self._cls("setup", engine=self.engine, create_tables=True).add_items(
+            [{"role": "user", "content": "setup"}]
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def _session(self, cid: str) -> Any:
+        session = self._sessions.get(cid)
+        if session is None:
+            session = self._sessions[cid] = self._cls(cid, engine=self.engine)
+        return session
+
+    async def create(self, cid: str) -> None:
+        pass  # add_items creates the session row
+
+    async def append(self, cid: str, msgs: Sequence[Msg]) -> None:
+        await self._session(cid).add_items([{"role": r, "content": c} for r, c, _ in msgs])
+
+    async def latest(self, cid: str, n: int) -> list[str]:
+        return [item["content"] for item in await self._session(cid).get_items(limit=n)]
+
+    async def read_all(self, cid: str) -> list[str]:
+        return [item["content"] for item in await self._session(cid).get_items()]
+
+    async def bulk_load(self, conversations: Sequence[tuple[str, int]], first: int) -> None:
+        await bulk_insert(
+            self.target, "agent_sessions", ("session_id",), ((cid,) for cid, _ in conversations)
+        )
+        await bulk_insert(
+            self.target,
+            "agent_messages",
+            ("session_id", "message_data", "created_at"),
+            (
+                (cid, json.dumps({"role": role_for(seq), "content": text}), _ts(self.target, n))
+                for n, cid, seq, text in _messages(conversations, first)
+            ),
+        )
+
+
+class OpenAIAgentsSQLite(Store):
+    name, group, dialects = "openai-agents SQLiteSession", "openai-sqlite", ("sqlite",)
+    follow_mode = "snapshot"
+
+    async def open(self) -> None:
+        self._cls = _mod("agents").SQLiteSession
+        await self._call("setup", "add_items", [{"role": "user", "content": "setup"}])
+
+    async def _call(self, cid: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        session = self._cls(cid, db_path=self.target.path)
+        try:
+            return await getattr(session, method)(*args, **kwargs)
+        finally:
+            session.close()
+
+    async def create(self, cid: str) -> None:
+        pass
+
+    async def append(self, cid: str, msgs: Sequence[Msg]) -> None:
+        await self._call(cid, "add_items", [{"role": r, "content": c} for r, c, _ in msgs])
+
+    async def latest(self, cid: str, n: int) -> list[str]:
+        return [item["content"] for item in await self._call(cid, "get_items", limit=n)]
+
+    async def read_all(self, cid: str) -> list[str]:
+        return [item["content"] for item in await self._call(cid, "get_items")]
+
+    async def bulk_load(self, conversations: Sequence[tuple[str, int]], first: int) -> None:
+        await bulk_insert(
+            self.target, "agent_sessions", ("session_id",), ((cid,) for cid, _ in conversations)
+        )
+        await bulk_insert(
+            self.target,
+            "agent_messages",
+            ("session_id", "message_data"),
+            (
+                (cid, json.dumps({"role": role_for(seq), "content": text}))
+                for _n, cid, seq, text in _messages(conversations, first)
+            ),
+        )
+
+
+class LangChainSQL(Store):
+    name, group = "langchain SQLChatMessageHistory", "langchain"
+    follow_mode = "snapshot"
+
+    async def open(self) -> None:
+        sql = _mod("langchain_community.chat_message_histories.sql")
+        messages = _mod("langchain_core.messages")
+        self._history_cls = sql.SQLChatMessageHistory
+        self._converter = sql.DefaultMessageConverter("message_store")
+        self._human, self._ai = messages.HumanMessage, messages.AIMessage
+        self._to_dict = messages.message_to_dict
+        self.engine = _engine(self.target)
+        self._histories: dict[str, Any] = {}
+        await self._history("setup").aadd_message(self._human(content="setup"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def _history(self, cid: str) -> Any:
+        history = self._histories.get(cid)
+        if history is None:
+            history = self._histories[cid] = self._history_cls(
+                session_id=cid, connection=self.engine, custom_message_converter=self._converter
+            )
+        return history
+
+    def _message(self, role: str, content: str) -> Any:
+        return (self._human if role == "user" else self._ai)(content=content)
+
+    async def create(self, cid: str) -> None:
+        pass
+
+    async def append(self, cid: str, msgs: Sequence[Msg]) -> None:
+        history = self._history(cid)
+        if len(msgs) == 1:
+            await history.aadd_message(self._message(msgs[0][0], msgs[0][1]))
+        else:
+            await history.aadd_messages([self._message(r, c) for r, c, _ in msgs])
+
+    async def latest(self, cid: str, n: int) -> list[str]:
+        return [m.content for m in (await self._history(cid).aget_messages())[-n:]]
+
+    async def read_all(self, cid: str) -> list[str]:
+        return [m.content for m in await self._history(cid).aget_messages()]
+
+    async def bulk_load(self, conversations: Sequence[tuple[str, int]], first: int) -> None:
+        templates = {
+            role: json.dumps(self._to_dict(self._message(role, _HOLE)))
+            for role in ("user", "assistant")
+        }
+        await bulk_insert(
+            self.target,
+            "message_store",
+            ("session_id", "message"),
+            (
+                (cid, _fill(templates[role_for(seq)], text))
+                for _n, cid, seq, text in _messages(conversations, first)
+            ),
+        )
+
+
+class LlamaIndexSQL(Store):
+    name, group = "llamaindex SQLAlchemyChatStore", "llamaindex"
+    follow_mode = "snapshot"
+    TABLE = "llama_chat"
+
+    async def open(self) -> None:
+        chat_store = _mod("llama_index.core.storage.chat_store.sql")
+        self._message_cls = _mod("llama_index.core.llms").ChatMessage
+        self.engine = _engine(self.target)
+        self.store = chat_store.SQLAlchemyChatStore(table_name=self.TABLE, async_engine=self.engine)
+        await self.store.add_message("setup", self._message_cls(role="user", content="setup"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def create(self, cid: str) -> None:
+        pass
+
+    async def append(self, cid: str, msgs: Sequence[Msg]) -> None:
+        if len(msgs) == 1:
+            role, content, _ = msgs[0]
+            await self.store.add_message(cid, self._message_cls(role=role, content=content))
+        else:
+            await self.store.add_messages(
+                cid, [self._message_cls(role=r, content=c) for r, c, _ in msgs]
+            )
+
+    async def latest(self, cid: str, n: int) -> list[str]:
+        count = await self.store.count_messages(cid)
+        messages = await self.store.get_messages(cid, offset=max(0, count - n), limit=n)
+        return [m.content for m in messages]
+
+    async def read_all(self, cid: str) -> list[str]:
+        return [m.content for m in await self.store.get_messages(cid)]
+
+    async def bulk_load(self, conversations: Sequence[tuple[str, int]], first: int) -> None:
+        templates = {
+            role: json.dumps(self._message_cls(role=role, content=_HOLE).model_dump(mode="json"))
+            for role in ("user", "assistant")
+        }
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for n, cid, seq, text in _messages(conversations, first):
+                role = role_for(seq)
+                stamp = 1_700_000_000_000_000_000 + n * 1000
+                yield cid, stamp, role, "active", _fill(templates[role], text)
+
+        await bulk_insert(
+            self.target, self.TABLE, ("key", "timestamp", "role", "status", "data"), rows()
+        )
+
+
+PEERS: tuple[type[Store], ...] = (
+    OpenAIAgentsSQLAlchemy,
+    OpenAIAgentsSQLite,
+    LangChainSQL,
+    LlamaIndexSQL,
+)

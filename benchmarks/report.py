@@ -1,0 +1,194 @@
+"""The printed table: medians per store, ratios against ``raw``, and convodb's targets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# (workload, metric, higher is better, convodb's target as a ratio to raw, or None)
+ROWS: tuple[tuple[str, str, bool, float | None], ...] = (
+    ("append_single", "msg_s", True, 0.75),
+    ("append_single", "p50_ms", False, None),
+    ("append_single", "p99_ms", False, None),
+    ("append_batch10", "msg_s", True, 0.75),
+    ("append_batch10", "p50_ms", False, None),
+    ("latest50_random", "p50_ms", False, 1.5),
+    ("latest50_random", "p99_ms", False, None),
+    ("latest50_20k", "p50_ms", False, 1.5),
+    ("latest50_20k", "p99_ms", False, None),
+    ("latest50_100k", "p50_ms", False, 1.5),
+    ("token_window", "p50_ms", False, None),
+    ("concurrent20", "msg_s", True, 0.75),
+)
+ANOMALIES = ("lost", "duplicated", "misordered", "inserted_behind", "errors")
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        if value >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _ratio(value: Any, base: Any) -> str:
+    try:
+        r = value / base
+    except (TypeError, ZeroDivisionError):
+        return ""
+    return "" if math.isnan(r) else f"{r:.2f}x"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
+    out = [line, "  ".join("-" * x for x in widths)]
+    out += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    return "\n".join(out)
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    parts = [
+        f"convodb benchmarks ({meta['mode']} run, {meta['date']}, {meta['cpu']}, "
+        f"{meta['cores']} cores, Python {meta['python']}, {meta.get('seconds', '?')} s)",
+        "value (ratio to raw); msg/s: higher is better, ms: lower is better; "
+        "medians of rounds interleaved across stores",
+    ]
+    for dialect, data in results["results"].items():
+        if "skipped" in data:
+            parts.append(f"\n## {dialect}: skipped: {data['skipped']}")
+            continue
+        stores: list[str] = []
+        for workload in data.values():
+            for name in workload:
+                if (
+                    name not in stores
+                    and isinstance(workload[name], dict)
+                    and name != "convodb"
+                    and name != "raw"
+                    and "total_messages" not in workload[name]
+                ):
+                    stores.append(name)
+        peers = [x for x in stores if x not in ("small", "main", "large")]
+        headers = ["workload", "metric", "raw", "convodb", "target", "ok", *peers]
+        rows: list[list[str]] = []
+        misses: list[str] = []
+        for workload, metric, higher, target in ROWS:
+            per = data.get(workload, {})
+            raw = per.get("raw", {}).get(metric)
+            conv = per.get("convodb", {}).get(metric)
+            ok = ""
+            target_text = ""
+            if target is not None and raw is not None and conv is not None:
+                r = conv / raw
+                target_text = f"{'>=' if higher else '<='}{target}x"
+                good = r >= target if higher else r <= target
+                ok = "yes" if good else "MISS"
+                if not good:
+                    misses.append(f"{workload} {metric} {r:.2f}x (target {target_text})")
+            row = [
+                workload,
+                metric.replace("_", " "),
+                _fmt(raw),
+                f"{_fmt(conv)} ({_ratio(conv, raw)})",
+                target_text,
+                ok,
+            ]
+            for p in peers:
+                v = per.get(p, {}).get(metric)
+                row.append(f"{_fmt(v)} ({_ratio(v, raw)})" if v is not None else "-")
+            rows.append(row)
+        # token window against the same store's latest-50 on the same conversation
+        window = data.get("token_window", {})
+        base = data.get("latest50_100k", {})
+        for name in ("raw", "convodb"):
+            wv, lv = window.get(name, {}).get("p50_ms"), base.get(name, {}).get("p50_ms")
+            if name == "convodb":
+                if wv is None:
+                    misses.append("token_window: ConversationService.get_agent_input is missing")
+                elif lv and wv / lv > 2:
+                    misses.append(f"token_window {wv / lv:.2f}x latest-50 (target <=2x)")
+        rows.append(
+            [
+                "token_window",
+                "/ latest50 100k",
+                _ratio(window.get("raw", {}).get("p50_ms"), base.get("raw", {}).get("p50_ms"))
+                or "n/a",
+                _ratio(
+                    window.get("convodb", {}).get("p50_ms"), base.get("convodb", {}).get("p50_ms")
+                )
+                or "n/a",
+                "<=2x",
+                "",
+            ]
+            + ["n/a"] * len(peers)
+        )
+        concurrent = data.get("concurrent20", {})
+        row = ["concurrent20", "lost/dup/misord/behind/err"]
+        for name in ["raw", "convodb", "", "", *peers]:
+            if not name:
+                row.append("0/0/0/0/0" if not row[-1].startswith("0/") or True else "")
+                continue
+            r = concurrent.get(name, {})
+            row.append("/".join(str(r.get(k, "?")) for k in ANOMALIES) if r else "-")
+        row[4], row[5] = "0 anomalies", ""
+        conv_anomalies = [concurrent.get("convodb", {}).get(k, 0) for k in ANOMALIES[:4]]
+        row[5] = "yes" if not any(conv_anomalies) else "MISS"
+        if any(conv_anomalies):
+            misses.append("concurrent20 anomalies")
+        rows.append(row)
+        growth = data.get("growth", {})
+        for name in ("raw", "convodb"):
+            small = growth.get("small", {}).get(name, {}).get("p50_ms")
+            cells = []
+            for size in ("small", "main", "large"):
+                g = growth.get(size, {})
+                if name in g:
+                    cells.append(
+                        f"{g['total_messages']:,}: {_fmt(g[name]['p50_ms'])} ms "
+                        f"({_ratio(g[name]['p50_ms'], small)})"
+                    )
+            rows.append(
+                [
+                    "growth " + name,
+                    "latest50 p50 by table size",
+                    "; ".join(cells),
+                    "",
+                    "",
+                    "",
+                    *[""] * len(peers),
+                ]
+            )
+            largest = next((growth[z] for z in ("large", "main") if z in growth), None)
+            if name == "convodb" and largest and small:
+                ratio = largest[name]["p50_ms"] / small
+                if ratio > 1.2:
+                    misses.append(
+                        f"growth: latest-50 p50 {ratio:.2f}x at "
+                        f"{largest['total_messages']:,} vs {growth['small']['total_messages']:,}"
+                    )
+        memory = data.get("memory", {}).get("convodb")
+        if memory:
+            rows.append(
+                [
+                    "memory convodb",
+                    "RSS after warm-up",
+                    "",
+                    f"{memory['rss_warm_mb']:.0f} -> {memory['rss_end_mb']:.0f} MB over "
+                    f"{memory['messages']:,} msgs",
+                    "flat",
+                    "",
+                    *[""] * len(peers),
+                ]
+            )
+        parts.append(f"\n## {dialect}\n" + _table(headers, rows))
+        parts.append("convodb misses: " + ("; ".join(misses) if misses else "none"))
+    http = results.get("http")
+    if http:
+        parts.append(f"\n## HTTP\n{http.get('note') or http}")
+    return "\n".join(parts)
