@@ -159,11 +159,13 @@ async def test_idempotency_key_retry_returns_the_original_response_and_stores_no
     assert len(page["items"]) == 4
 
     changed = [*TOOL_TURN[:3], {"role": "assistant", "content": "Rainy."}]
-    assert_problem(
-        await api.client.post(url, json={"messages": changed}, headers=headers),
-        409,
-        "idempotency-key-reuse",
-    )
+    longer = [*TOOL_TURN, {"role": "user", "content": "and tomorrow?"}]
+    for body in (changed, longer, TOOL_TURN[:2]):
+        assert_problem(
+            await api.client.post(url, json={"messages": body}, headers=headers),
+            409,
+            "idempotency-key-reuse",
+        )
     assert len((await api.client.get(url, headers=alice)).json()["items"]) == 4
 
     other_key = {**alice, "Idempotency-Key": "turn-2"}

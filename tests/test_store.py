@@ -367,6 +367,42 @@ async def test_partly_retried_batch_appends_only_the_new_messages(
     assert [(m.seq, m.content) for m in result[1:]] == [(2, "b"), (3, "c")]
 
 
+async def test_batch_idempotency_key_replays_the_batch_and_rejects_any_other(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    batch = [user("a"), user("b"), user("c")]
+    first = await service.save_conversation_messages(cid, ALICE, batch, idempotency_key="t-1")
+    after_first = await state(db, cid)
+
+    retry = await service.save_conversation_messages(cid, ALICE, batch, idempotency_key="t-1")
+
+    assert retry == first
+    different = [user("a"), user("b"), user("X")]
+    for other in (different, [*batch, user("d")], batch[:2], batch[:1]):
+        with pytest.raises(IdempotencyKeyReuseError, match="'t-1' was used for a different batch"):
+            await service.save_conversation_messages(cid, ALICE, other, idempotency_key="t-1")
+    assert await state(db, cid) == after_first
+    fresh = await service.save_conversation_messages(cid, ALICE, batch, idempotency_key="t-2")
+    assert [m.seq for m in fresh] == [4, 5, 6]
+
+
+async def test_batch_idempotency_key_and_message_keys_do_not_mix(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    with pytest.raises(ValidationError) as raised:
+        await service.save_conversation_messages(
+            cid, ALICE, [user("a"), {**user("b"), "key": "own"}], idempotency_key="t-1"
+        )
+    assert raised.value.field == "messages[1].key"
+    for bad in ("", "k" * 240, "a\x00"):
+        with pytest.raises(ValidationError) as raised:
+            await service.save_conversation_messages(cid, ALICE, [user("a")], idempotency_key=bad)
+        assert raised.value.field == "idempotency_key"
+    assert (await state(db, cid)).messages == 0
+
+
 async def test_key_reused_for_a_different_message_is_a_conflict(
     db: Database, service: ConversationService
 ) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -49,6 +50,7 @@ from ._validation import (
     check_batch,
     check_budget,
     check_conversation_id,
+    check_idempotency_key,
     check_limit,
     check_metadata,
     check_prompt_text,
@@ -335,12 +337,24 @@ class ConversationService:
         conversation_id: str,
         user_id: str,
         messages: Sequence[NewMessage | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> list[StoredMessage]:
         """Append messages atomically: all of them, in order, or none.
 
         Each message is a :class:`NewMessage` or a dict with the same keys (the seed's dicts
         work as they are). Messages whose ``key`` the conversation already holds are not
         stored again: the stored message is returned in their place.
+
+        Args:
+            conversation_id: the conversation.
+            user_id: the owner.
+            messages: the messages, oldest first.
+            idempotency_key: makes the whole batch safe to retry (an HTTP
+                ``Idempotency-Key``): a retry of the same batch stores nothing and returns the
+                stored messages; a different batch under the same key (other messages, or
+                more or fewer) is an :class:`IdempotencyKeyReuseError`. Messages then carry no
+                ``key`` of their own.
 
         Returns:
             The stored messages, in the order given, with their ``seq`` and ``id``.
@@ -352,8 +366,10 @@ class ConversationService:
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         batch = check_batch(messages, self.limits)
+        if idempotency_key is not None:
+            batch = _keyed_batch(check_idempotency_key(idempotency_key), batch)
         async with self._write():
-            return await self._append(cid, uid, batch)
+            return await self._append(cid, uid, batch, idempotency_key)
 
     async def get_conversation_history(
         self, conversation_id: str, user_id: str, limit: int = 50
@@ -656,7 +672,9 @@ class ConversationService:
             raise ConversationNotFoundError(cid)
         return rows
 
-    async def _append(self, cid: str, uid: str, batch: list[MessageInput]) -> list[StoredMessage]:
+    async def _append(
+        self, cid: str, uid: str, batch: list[MessageInput], batch_key: str | None = None
+    ) -> list[StoredMessage]:
         now = utcnow()
         params = {"cid": cid, "uid": uid, "now": now}
         if not batch:
@@ -664,6 +682,9 @@ class ConversationService:
                 raise ConversationNotFoundError(cid)
             return []
         keys = [m.key for m in batch if m.key is not None]
+        if batch_key is not None:
+            # Probe the key one past this batch: a stored batch that was longer has it.
+            keys.append(f"{batch_key}:{len(batch)}")
         if not keys:
             last_seq = await self._bump(sql.BUMP_SEQ, {**params, "n": len(batch)})
             return await self._insert(cid, batch, last_seq, now)
@@ -677,9 +698,15 @@ class ConversationService:
             )
         )
         stored = {m.key: m for m in map(sql.message_record, result)}
+        if batch_key is not None and stored and len(stored) != len(batch):
+            # Some of the batch's keys are stored but not all, or the stored batch had more:
+            # the key was used for a batch of another length.
+            raise IdempotencyKeyReuseError(batch_key, batch=True)
         fresh = [m for m in batch if m.key is None or m.key not in stored]
         for m in batch:
             if m.key is not None and m.key in stored and not _same_message(m, stored[m.key]):
+                if batch_key is not None:
+                    raise IdempotencyKeyReuseError(batch_key, batch=True)
                 raise IdempotencyKeyReuseError(m.key)
         if fresh:
             last_seq = await self._bump(sql.BUMP_SEQ, {**params, "n": len(fresh)})
@@ -758,6 +785,16 @@ def _new_conversation(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _keyed_batch(idempotency_key: str, batch: list[MessageInput]) -> list[MessageInput]:
+    """The batch with per-message keys derived from a batch's idempotency key: ``key:<i>``."""
+    for i, message in enumerate(batch):
+        if message.key is not None:
+            raise ValidationError(
+                f"messages[{i}].key", "cannot be combined with an idempotency_key for the batch"
+            )
+    return [replace(m, key=f"{idempotency_key}:{i}") for i, m in enumerate(batch)]
 
 
 def _first_page(max_messages: int | None, max_tokens: int | None) -> int:

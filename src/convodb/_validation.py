@@ -201,6 +201,18 @@ def check_key(field: str, value: object) -> str | None:
     return value
 
 
+IDEMPOTENCY_KEY_LENGTH = KEY_LENGTH - 16
+"""Room for the ``:<index>`` that derives per-message keys from it."""
+
+
+def check_idempotency_key(value: object) -> str:
+    """A batch's idempotency key: 1-239 characters that every database stores unchanged."""
+    key = check_text("idempotency_key", value, max_length=IDEMPOTENCY_KEY_LENGTH)
+    if not key:
+        raise ValidationError("idempotency_key", "must not be empty")
+    return key
+
+
 def check_message(
     field: str, message: NewMessage | Mapping[str, Any], limits: Limits
 ) -> MessageInput:

@@ -96,12 +96,19 @@ class IdempotencyKeyReuseError(ConflictError):
     A retry must send the same message under the same key; a new message needs a new key.
     """
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, batch: bool = False) -> None:
         self.key = key
-        super().__init__(
-            f"Message key {key!r} is already stored with different content; "
-            "a retry must resend the same message, a new message needs a new key"
-        )
+        if batch:
+            message = (
+                f"Idempotency key {key!r} was used for a different batch; a retry must resend "
+                "the same messages, a new batch needs a new key"
+            )
+        else:
+            message = (
+                f"Message key {key!r} is already stored with different content; "
+                "a retry must resend the same message, a new message needs a new key"
+            )
+        super().__init__(message)
 
 
 class StoreBusyError(ConvodbError):

@@ -266,14 +266,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     ) -> dict[str, Any]:
         """Append a batch atomically: every message is stored, in order, or none is."""
         messages = [m.model_dump(exclude_unset=True) for m in body.messages]
-        if idempotency_key is not None:
-            # The service's per-message keys make the whole batch idempotent: a retry finds
-            # every key stored and returns the stored messages; a different message under a
-            # derived key is an IdempotencyKeyReuseError (409).
-            for index, message in enumerate(messages):
-                if message.get("key") is None:
-                    message["key"] = f"{idempotency_key}:{index}"
-        stored = await service.save_conversation_messages(conversation_id, user, messages)
+        stored = await service.save_conversation_messages(
+            conversation_id, user, messages, idempotency_key=idempotency_key
+        )
         return {"messages": [message_out(m) for m in stored]}
 
     @v1.get(
