@@ -124,3 +124,19 @@ async def test_unreachable_postgres_raises_store_unavailable() -> None:
         async with database.session() as session:
             with pytest.raises(StoreUnavailableError):
                 await ConversationService(session).get_conversation("c1", "alice")
+
+
+async def test_ping_passes_on_a_ready_database(db: Database) -> None:
+    await db.ping()
+
+
+async def test_ping_without_the_schema_is_store_unavailable(tmp_path: Path) -> None:
+    async with Database(f"sqlite:///{tmp_path / 'empty.db'}") as database:
+        with pytest.raises(StoreUnavailableError, match="not ready"):
+            await database.ping()
+
+
+async def test_ping_of_unreachable_postgres_is_store_unavailable() -> None:
+    async with Database("postgresql://postgres@127.0.0.1:9/nothing") as database:
+        with pytest.raises(StoreUnavailableError):
+            await database.ping()

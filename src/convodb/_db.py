@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,7 +23,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ._dialect import async_url, configure_engine, engine_options
-from ._models import tables
+from ._models import conversations, tables
+from .errors import StoreUnavailableError
 
 __all__ = ["DEFAULT_DATABASE_URL", "Database", "get_db_session", "set_default_database"]
 
@@ -82,6 +85,20 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+
+    async def ping(self) -> None:
+        """Check that the database answers and holds convodb's schema.
+
+        Raises:
+            StoreUnavailableError: it cannot be reached, or the tables are missing.
+        """
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(conversations.c.id).limit(1))
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailableError(
+                f"the database is not ready: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
