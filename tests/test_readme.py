@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from tests._http import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -27,7 +32,53 @@ def test_quickstart_is_short_and_runs_as_printed(tmp_path: Path) -> None:
     assert (tmp_path / "chat.db").exists()
 
 
-def test_main_job_runs_on_embedded_sqlite(tmp_path: Path) -> None:
+def _block_after(marker: str) -> str:
+    """The ```sh block that follows ``<!-- readme: marker -->``."""
+    found = re.search(rf"<!-- readme: {marker} -->\n```sh\n(.*?)```", README, flags=re.S)
+    assert found, f"README has no block marked {marker!r}"
+    return found.group(1)
+
+
+def test_main_job_serves_and_the_curl_session_runs_as_printed(tmp_path: Path) -> None:
+    main_job = _block_after("main job")
+    assert main_job.strip().endswith(".venv/bin/convodb serve")
+    env = {"CONVODB_DATABASE_URL": f"sqlite:///{tmp_path / 'convodb.db'}"}
+    server = start_server(env=env)  # the main job's last command, on a free port
+    try:
+        session = (
+            _block_after("curl session")
+            .replace(".venv/bin/convodb", f"{sys.executable} -m convodb")
+            .replace("127.0.0.1:8000", server.base_url.removeprefix("http://"))
+        )
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", session],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    appended, agent_input = _json_documents(result.stdout)  # curl adds no newline
+    assert [m["seq"] for m in appended["messages"]] == [1, 2, 3]
+    assert agent_input["system"] == "Be brief."
+    blocks = [b["type"] for turn in agent_input["messages"] for b in turn["content"]]
+    assert blocks == ["text", "tool_use", "tool_result", "text"]
+
+
+def _json_documents(text: str) -> list[Any]:
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return documents
+
+
+def test_quickstart_example_runs_on_embedded_sqlite(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
         cwd=tmp_path,
