@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 
 from convodb import (
     ConflictError,
@@ -24,6 +23,7 @@ from convodb import (
 from convodb._models import messages as messages_table
 from convodb.tokens import EstimateCounter
 
+from ._capture import captured_statements
 from ._store import state
 from .test_formats import check_anthropic, check_openai_chat, check_openai_responses
 
@@ -186,25 +186,6 @@ async def test_a_full_agent_turn_parsed_from_a_response_saves_in_one_call(
 # -- a long conversation: the window reads only the rows it needs ----------------------------
 
 
-@contextmanager
-def message_rows_requested(db: Database) -> Iterator[list[int]]:
-    """The LIMIT of every statement that reads messages: an upper bound on rows read."""
-    limits: list[int] = []
-
-    def record(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM messages" in statement:
-            values = (
-                parameters if isinstance(parameters, tuple | list) else list(parameters.values())
-            )
-            limits.append(int(values[-1]))  # LIMIT is the last bound parameter
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield limits
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-
-
 async def test_token_window_over_100000_messages_reads_a_bounded_number_of_rows(
     db: Database, service: ConversationService
 ) -> None:
@@ -235,10 +216,14 @@ async def test_token_window_over_100000_messages_reads_a_bounded_number_of_rows(
             .values(last_seq=total)
         )
 
-    with message_rows_requested(db) as limits:
-        result = await service.get_agent_input(
+    async with captured_statements(db) as statements, db.session() as session:
+        result = await ConversationService(session).get_agent_input(
             cid, ALICE, user_message="latest?", max_tokens=4000, format="openai-chat"
         )
+    # Every statement reading messages has a LIMIT: together they bound the rows read.
+    reads = [s for s in statements if "FROM messages" in s.sql]
+    assert all(s.limit is not None for s in reads), reads
+    limits = [s.limit or 0 for s in reads]
 
     kept = result.window.messages
     assert kept[-1].seq == total and len(kept) >= 400

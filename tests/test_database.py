@@ -140,3 +140,44 @@ async def test_ping_of_unreachable_postgres_is_store_unavailable() -> None:
     async with Database("postgresql://postgres@127.0.0.1:9/nothing") as database:
         with pytest.raises(StoreUnavailableError):
             await database.ping()
+
+
+async def test_inside_the_callers_transaction_every_path_joins_it(db: Database) -> None:
+    """commit=False: appends, keyed appends and reads all run in the caller's transaction."""
+    async with db.session() as session:
+        cid = (await ConversationService(session).create_conversation("alice")).id
+
+    with pytest.raises(RuntimeError):
+        async with db.session() as session:
+            service = ConversationService(session, commit=False)
+            await service.save_conversation_messages(
+                cid, "alice", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+            )
+            await service.save_message(cid, "user", "c", user_id="alice", key="k")
+            history = await service.get_conversation_history(cid, "alice")
+            assert [m.seq for m in history] == [1, 2, 3]  # the transaction sees its own writes
+            window = await service.get_agent_input(cid, "alice", max_tokens=1000)
+            assert window.first_seq == 1
+            raise RuntimeError("roll it all back")
+
+    assert (await state(db, cid)).messages == 0
+    async with db.session() as session:
+        service = ConversationService(session, commit=False)
+        stored = await service.save_message(cid, "user", "kept", user_id="alice")
+    assert stored.seq == 1 and (await state(db, cid)).messages == 1
+
+
+async def test_a_session_used_for_a_read_then_a_write_keeps_order(db: Database) -> None:
+    """The usual request: load the history, then save the turn, in one session."""
+    async with db.session() as session:
+        service = ConversationService(session)
+        cid = (await service.create_conversation("alice")).id
+        for turn in range(3):
+            history = await service.get_conversation_history(cid, "alice")
+            assert len(history) == 2 * turn
+            await service.save_conversation_messages(
+                cid,
+                "alice",
+                [{"role": "user", "content": f"q{turn}"}, {"role": "assistant", "content": "a"}],
+            )
+    assert (await state(db, cid)).last_seq == 6

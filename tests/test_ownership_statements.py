@@ -1,20 +1,19 @@
 """Rule: no method reads a conversation's rows before ownership is established.
 
-Every statement is captured as the driver receives it. A statement that reads ``messages``
-must carry the ownership predicate itself, or follow, in the same call (one transaction), the
-conversation-row lock that proved ownership.
+Every statement is captured as the database receives it (``tests/_capture.py``). A statement
+that reads ``messages`` must carry the ownership predicate itself, or follow, in the same call
+(one transaction), the conversation-row lock that proved ownership.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
-from sqlalchemy import event
 
 from convodb import ConversationNotFoundError, ConversationService, Database, StoredMessage
+
+from ._capture import captured_statements
 
 Call = Callable[[ConversationService, str, str], Awaitable[object]]
 
@@ -40,25 +39,11 @@ async def _summarize(messages: list[StoredMessage]) -> str:
     return f"{len(messages)} messages"
 
 
-@contextmanager
-def captured(db: Database) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-
-
 def assert_ownership_first(statements: list[str]) -> None:
     locked = False
     for statement in statements:
-        owner_checked = "conversations.user_id" in statement
-        if statement.startswith("UPDATE conversations") and owner_checked:
+        owner_checked = "user_id" in statement
+        if "UPDATE conversations" in statement and owner_checked:
             locked = True
         if "FROM messages" in statement or "FROM summaries" in statement:
             assert owner_checked or locked, f"reads rows before ownership: {statement}"
@@ -74,11 +59,13 @@ async def test_no_method_reads_messages_before_ownership(
         cid = (await service.create_conversation("alice")).id
         await service.save_message(cid, "user", "x", user_id="alice", key="k1")
 
-        with captured(db) as statements:
-            try:
-                await CALLS[name](service, cid, "alice" if caller == "owner" else "mallory")
-            except ConversationNotFoundError:
-                assert caller == "other user"
+    async with captured_statements(db) as statements, db.session() as session:
+        service = ConversationService(session)
+        try:
+            await CALLS[name](service, cid, "alice" if caller == "owner" else "mallory")
+        except ConversationNotFoundError:
+            assert caller == "other user"
 
-    assert statements, "the call ran no statement"
-    assert_ownership_first(statements)
+    sql = [s.sql for s in statements if not s.sql.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    assert sql, "the call ran no statement"
+    assert_ownership_first(sql)

@@ -21,23 +21,26 @@ write that takes the lock, waiting up to the busy timeout, before anything is re
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
+from . import _statements as statements
 from .errors import ConvodbError, MissingDependencyError, StoreBusyError, StoreUnavailableError
 
 __all__ = [
+    "Backend",
     "async_url",
+    "backend_for",
     "configure_engine",
     "engine_options",
-    "insert_ignoring_conflicts",
     "translate_error",
 ]
 
@@ -83,8 +86,9 @@ def engine_options(url: URL) -> dict[str, Any]:
             return {"poolclass": StaticPool}
         if "timeout" not in url.query:  # sqlite3's busy timeout; ?timeout=SECONDS overrides
             return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-    if url.get_backend_name() == "postgresql":
-        return {"pool_pre_ping": True}
+    # No pool_pre_ping: on asyncpg it costs BEGIN, a ping and ROLLBACK on every checkout.
+    # A connection that died in the pool fails its first statement, is invalidated, and the
+    # caller gets StoreUnavailableError once; the next checkout opens a fresh connection.
     return {}
 
 
@@ -106,15 +110,6 @@ def configure_engine(engine: AsyncEngine) -> None:
             cursor.close()
 
 
-def insert_ignoring_conflicts(table: Table, dialect_name: str) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect_name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"convodb does not support the {dialect_name!r} dialect")
-
-
 # SQLSTATE classes and codes (PostgreSQL appendix A)
 _PG_BUSY = {"40001", "40P01", "55P03", "57014"}  # serialization, deadlock, lock, cancelled
 _PG_UNAVAILABLE_CLASSES = {"08", "53", "57"}  # connection, resources, operator intervention
@@ -126,9 +121,8 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
         return None
     if isinstance(exc, OSError):
         return StoreUnavailableError(f"the database cannot be reached: {exc}")
-    if not isinstance(exc, DBAPIError):
-        return None
-    orig = exc.orig
+    # Hot paths run on the driver directly (see Backend), so its own errors arrive here too.
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
     sqlite_name = getattr(orig, "sqlite_errorname", None)
     if sqlite_name is not None:
         if sqlite_name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -145,6 +139,261 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
         if sqlstate[:2] in _PG_UNAVAILABLE_CLASSES:
             return StoreUnavailableError(f"the database is unavailable (SQLSTATE {sqlstate})")
         return None
-    if exc.connection_invalidated or isinstance(orig, OSError):
+    invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if invalidated or isinstance(orig, OSError):
         return StoreUnavailableError(f"the database connection was lost: {orig}")
     return None
+
+
+# -- hot-path execution ----------------------------------------------------------------------
+#
+# The append and the history reads are most of a chat backend's database time, and through
+# the SQLAlchemy session each statement costs more than the query itself: the aiosqlite adapter
+# makes four thread hops per statement (cursor, execute, fetchall, close) where one does, and
+# on asyncpg an append is BEGIN, UPDATE, INSERT, COMMIT where one statement does. So a Backend
+# runs these few statements on the session's own driver connection: the SQL is still compiled
+# by SQLAlchemy from the Core statements in convodb._statements, and values still go through
+# the column types' own processors, so nothing about the schema or the encoding is written
+# twice. Everything else goes through the session as usual.
+
+
+class Backend:
+    """How one database runs the hot path. One instance per SQLAlchemy dialect."""
+
+    name = ""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any], list[Any]]] = {}
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
+        raise NotImplementedError
+
+    async def rows(
+        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a Core SELECT, decoded as the session would decode them.
+
+        Args:
+            own: the caller owns the transaction (the service commits it and the session is
+                not in one yet), so a single statement may run outside any transaction.
+        """
+        result = await session.execute(statement, params)
+        return [tuple(row) for row in result]
+
+    async def append(
+        self,
+        session: AsyncSession,
+        owner: dict[str, Any],
+        rows: list[dict[str, Any]],
+        *,
+        own: bool,
+    ) -> int | None:
+        """Reserve ``len(rows)`` seqs in the conversation and insert the rows.
+
+        Args:
+            owner: ``cid``, ``uid`` and ``now``: the conversation, its owner, the time.
+            rows: the messages' column values, without ``seq``.
+            own: as for :meth:`rows`.
+
+        Returns:
+            The conversation's new ``last_seq``, or ``None`` when it is missing or not the
+            user's (nothing is written then).
+        """
+        result = await session.execute(statements.BUMP_SEQ, {**owner, "n": len(rows)})
+        last_seq = result.scalar_one_or_none()
+        if last_seq is None:
+            return None
+        first = int(last_seq) - len(rows) + 1
+        numbered = [{**row, "seq": first + i} for i, row in enumerate(rows)]
+        await session.execute(statements.INSERT_MESSAGES, numbered)
+        return int(last_seq)
+
+    def _compile(self, statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any], list[Any]]:
+        """SQL text, parameter order, fixed parameter values and column decoders, cached."""
+        cached = self._compiled.get(id(statement))
+        if cached is None:
+            compiled = statement.compile(dialect=self.dialect)
+            names = tuple(compiled.positiontup or ())
+            # Values fixed in the statement itself, e.g. the 1 of EXISTS (SELECT 1 ...).
+            fixed = {k: b.value for k, b in compiled.binds.items() if not b.required}
+            decoders = [
+                column.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
+                for column in getattr(statement, "selected_columns", ())
+            ]
+            cached = (str(compiled), names, fixed, decoders)
+            self._compiled[id(statement)] = cached
+        return cached
+
+    @staticmethod
+    def _decode(rows: Any, decoders: list[Any]) -> list[tuple[Any, ...]]:
+        return [
+            tuple(
+                d(v) if d is not None and v is not None else v
+                for d, v in zip(decoders, row, strict=True)
+            )
+            for row in rows
+        ]
+
+
+class SQLiteBackend(Backend):
+    """aiosqlite: one thread hop per statement on the driver.
+
+    The ``sqlite3`` module opens a transaction before the first write on its connection, and
+    the session commits or rolls back that same connection, so a driver statement is part of
+    the session's transaction whoever owns it.
+    """
+
+    name = "sqlite"
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    async def rows(
+        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
+    ) -> list[tuple[Any, ...]]:
+        sql, names, fixed, decoders = self._compile(statement)
+        values = {**fixed, **params}
+        driver = await _driver(session)
+        raw = await driver.execute_fetchall(sql, [values[n] for n in names])
+        return self._decode(raw, decoders)
+
+    async def append(
+        self,
+        session: AsyncSession,
+        owner: dict[str, Any],
+        rows: list[dict[str, Any]],
+        *,
+        own: bool,
+    ) -> int | None:
+        bump_sql, bump_names, bump_fixed, _ = self._compile(statements.BUMP_SEQ)
+        values = {**bump_fixed, **owner, "n": len(rows)}
+        values["now"] = self._bind(statements.conversations.c.updated_at, owner["now"])
+        driver = await _driver(session)
+        bumped = await driver.execute_fetchall(bump_sql, [values[n] for n in bump_names])
+        if not bumped:
+            return None
+        last_seq = int(next(iter(bumped))[0])
+        insert_sql, names, _, _ = self._compile(statements.INSERT_MESSAGES)
+        binds = self._binds(names)
+        first = last_seq - len(rows) + 1
+        params = [
+            [
+                bind(value) if bind is not None and value is not None else value
+                for bind, value in zip(
+                    binds, (first + i if n == "seq" else row[n] for n in names), strict=True
+                )
+            ]
+            for i, row in enumerate(rows)
+        ]
+        await driver.executemany(insert_sql, params)
+        return last_seq
+
+    def _bind(self, column: Any, value: Any) -> Any:
+        bind = column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+        return bind(value) if bind is not None else value
+
+    def _binds(self, names: tuple[str, ...]) -> list[Any]:
+        columns = statements.messages.c
+        return [
+            columns[n].type.dialect_impl(self.dialect).bind_processor(self.dialect) for n in names
+        ]
+
+
+class PostgresBackend(Backend):
+    """asyncpg: a statement the service owns runs on the driver, outside any transaction.
+
+    An append is then one data-modifying statement (the ``UPDATE ... RETURNING`` that reserves
+    the seqs and proves ownership, feeding the ``INSERT``): atomic by itself, one round trip,
+    and the conversation's row lock is held for that statement only. Inside a transaction the
+    caller owns, the session runs the statements, in that transaction.
+    """
+
+    name = "postgresql"
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    async def rows(
+        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
+    ) -> list[tuple[Any, ...]]:
+        if not own:
+            return await super().rows(session, statement, params, own=own)
+        sql, names, fixed, decoders = self._compile(statement)
+        values = {**fixed, **params}
+        driver = await _driver(session)
+        return self._decode(await driver.fetch(sql, *[values[n] for n in names]), decoders)
+
+    async def append(
+        self,
+        session: AsyncSession,
+        owner: dict[str, Any],
+        rows: list[dict[str, Any]],
+        *,
+        own: bool,
+    ) -> int | None:
+        if not own:
+            return await super().append(session, owner, rows, own=own)
+        driver = await _driver(session)
+        columns = [[row[name] for row in rows] for name in _PG_ARRAY_COLUMNS]
+        for i in _PG_JSON_COLUMNS:
+            columns[i] = [None if v is None else json.dumps(v) for v in columns[i]]
+        last_seq = await driver.fetchval(
+            _PG_APPEND, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
+        )
+        return None if last_seq is None else int(last_seq)
+
+
+_PG_ARRAY_COLUMNS = (
+    "id",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_name",
+    "tool_call_id",
+    "metadata",
+    "key",
+    "token_count",
+)
+_PG_JSON_COLUMNS = (_PG_ARRAY_COLUMNS.index("tool_calls"), _PG_ARRAY_COLUMNS.index("metadata"))
+# $1 cid, $2 uid, $3 n, $4 now, then one array per column of _PG_ARRAY_COLUMNS.
+_PG_APPEND = """
+WITH c AS (
+    UPDATE conversations SET last_seq = last_seq + $3, updated_at = $4
+    WHERE id = $1 AND user_id = $2
+    RETURNING last_seq
+), ins AS (
+    INSERT INTO messages (conversation_id, seq, id, role, content, tool_calls, tool_name,
+                          tool_call_id, metadata, key, token_count, created_at)
+    SELECT $1, c.last_seq - $3 + v.ord, v.id, v.role, v.content, v.tool_calls::jsonb,
+           v.tool_name, v.tool_call_id, v.metadata::jsonb, v.key, v.token_count, $4
+    FROM c, unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                   $11::text[], $12::text[], $13::int[])
+            WITH ORDINALITY AS v(id, role, content, tool_calls, tool_name, tool_call_id,
+                                 metadata, key, token_count, ord)
+)
+SELECT last_seq FROM c
+"""
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The driver connection under the session's current connection."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+_BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
+_instances: dict[int, Backend] = {}
+
+
+def backend_for(session: AsyncSession) -> Backend:
+    """The Backend for the session's database (one per dialect instance)."""
+    dialect = session.get_bind().dialect
+    backend = _instances.get(id(dialect))
+    if backend is None:
+        if dialect.name not in _BACKENDS:
+            raise NotImplementedError(f"convodb does not support the {dialect.name!r} dialect")
+        backend = _instances[id(dialect)] = _BACKENDS[dialect.name](dialect)
+    return backend

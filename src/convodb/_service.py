@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import _statements as sql
 from ._cursor import decode_cursor, encode_cursor
-from ._dialect import insert_ignoring_conflicts, translate_error
+from ._dialect import Backend, backend_for, translate_error
 from ._ids import new_id
 from ._records import (
     NewMessage,
@@ -368,8 +368,9 @@ class ConversationService:
         batch = check_batch(messages, self.limits)
         if idempotency_key is not None:
             batch = _keyed_batch(check_idempotency_key(idempotency_key), batch)
+        own = self._owns()
         async with self._write():
-            return await self._append(cid, uid, batch, idempotency_key)
+            return await self._append(cid, uid, batch, idempotency_key, own=own)
 
     async def get_conversation_history(
         self, conversation_id: str, user_id: str, limit: int = 50
@@ -382,8 +383,8 @@ class ConversationService:
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         n = check_limit(limit, self.limits)
-        async with self._read():
-            rows = await self._owned_rows(sql.LATEST, cid, uid, n=n)
+        async with self._read() as own:
+            rows = await self._owned_rows(sql.LATEST, cid, uid, own=own, n=n)
         return [sql.message_record(row) for row in reversed(rows)]
 
     async def list_messages(
@@ -427,8 +428,8 @@ class ConversationService:
         else:
             seq = 0 if order == "asc" else _NO_SEQ
         statement = sql.AFTER if order == "asc" else sql.BEFORE
-        async with self._read():
-            rows = await self._owned_rows(statement, cid, uid, n=n + 1, seq=seq, floor=0)
+        async with self._read() as own:
+            rows = await self._owned_rows(statement, cid, uid, own=own, n=n + 1, seq=seq, floor=0)
         items = [sql.message_record(row) for row in rows[:n]]
         next_cursor = None
         if len(rows) > n:
@@ -480,8 +481,8 @@ class ConversationService:
         budget_tokens = check_budget("max_tokens", max_tokens, self.limits.max_window_tokens)
         system_prompt = check_prompt_text("system_prompt", system_prompt, self.limits)
         user_message = check_prompt_text("user_message", user_message, self.limits)
-        async with self._read():
-            last_seq, floor, summary = await self._head(cid, uid)
+        async with self._read() as own:
+            last_seq, floor, summary = await self._head(cid, uid, own=own)
             builder = WindowBuilder(
                 max_messages=budget_messages,
                 max_tokens=budget_tokens,
@@ -494,7 +495,7 @@ class ConversationService:
             before = last_seq + 1
             while builder.needs_more and before - 1 > floor:
                 params = {"cid": cid, "uid": uid, "seq": before, "floor": floor, "n": page}
-                rows = (await self.session.execute(sql.BEFORE, params)).all()
+                rows = await self._backend.rows(self.session, sql.BEFORE, params, own=own)
                 builder.feed(map(sql.message_record, rows))
                 if len(rows) < page:
                     break
@@ -528,8 +529,8 @@ class ConversationService:
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 0:
             raise ValidationError("keep_last", f"must be an integer >= 0; got {keep_last!r}")
-        async with self._read():
-            last_seq, floor, previous = await self._head(cid, uid)
+        async with self._read() as own:
+            last_seq, floor, previous = await self._head(cid, uid, own=own)
             if last_seq - keep_last <= floor:
                 return None
             messages: list[StoredMessage] = []
@@ -586,7 +587,7 @@ class ConversationService:
             "created_at": utcnow(),
         }
         async with self._write():
-            last_seq = await self._bump(sql.LOCK, {"cid": cid, "uid": uid})
+            last_seq = await self._lock(cid, uid)
             if upto_seq > last_seq:
                 raise ValidationError(
                     "upto_seq", f"must be at most the last seq, {last_seq}; got {upto_seq}"
@@ -608,18 +609,28 @@ class ConversationService:
             ConversationNotFoundError: it does not exist or belongs to another user.
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
-        async with self._read():
-            rows = await self._owned_rows(sql.LATEST_SUMMARY, cid, uid)
+        async with self._read() as own:
+            rows = await self._owned_rows(sql.LATEST_SUMMARY, cid, uid, own=own)
         return sql.summary_record(rows[0]) if rows else None
 
     # -- internals ------------------------------------------------------------------------
 
-    async def _head(self, cid: str, uid: str) -> tuple[int, int, str | None]:
-        """``(last_seq, newest summary's upto_seq or 0, its text)`` of an owned conversation."""
-        row = (await self.session.execute(sql.HEAD, {"cid": cid, "uid": uid})).first()
-        if row is None:
+    async def _lock(self, cid: str, uid: str) -> int:
+        """Lock the user's conversation until the transaction ends; returns its ``last_seq``."""
+        result = await self.session.execute(sql.LOCK, {"cid": cid, "uid": uid})
+        last_seq = result.scalar_one_or_none()
+        if last_seq is None:
             raise ConversationNotFoundError(cid)
-        return int(row[0]), int(row[1] or 0), row[2]
+        return int(last_seq)
+
+    async def _head(self, cid: str, uid: str, *, own: bool) -> tuple[int, int, str | None]:
+        """``(last_seq, newest summary's upto_seq or 0, its text)`` of the user's conversation."""
+        params = {"cid": cid, "uid": uid}
+        rows = await self._backend.rows(self.session, sql.HEAD, params, own=own)
+        if not rows:
+            raise ConversationNotFoundError(cid)
+        last_seq, upto_seq, text = rows[0][:3]
+        return int(last_seq), int(upto_seq or 0), text
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[None]:
@@ -637,46 +648,73 @@ class ConversationService:
             raise
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[None]:
+    async def _read(self) -> AsyncIterator[bool]:
+        """Reads; yields whether the service owns the transaction (see :meth:`_owns`).
+
+        An owned read ends its transaction, which returns the connection to the pool.
+        """
+        own = self._owns()
         try:
-            yield
+            yield own
+            if own:
+                await self.session.commit()
         except Exception as exc:
+            if own:
+                await self.session.rollback()
             translated = translate_error(exc)
             if translated is not None:
                 raise translated from exc
             raise
+
+    def _owns(self) -> bool:
+        """Whether this call opens and ends its own transaction.
+
+        True in ``commit`` mode when the session is not in a transaction yet: then a single
+        statement may run outside any transaction (see ``Backend``). Otherwise the call joins
+        the session's transaction.
+        """
+        return self._commit and not self.session.in_transaction()
+
+    @property
+    def _backend(self) -> Backend:
+        return backend_for(self.session)
 
     async def _select_conversation(self, cid: str, uid: str) -> Sequence[Any] | None:
         result = await self.session.execute(sql.SELECT_CONVERSATION, {"cid": cid, "uid": uid})
         return result.one_or_none()
 
     async def _insert_conversation(self, values: dict[str, Any]) -> Sequence[Any] | None:
-        dialect = self.session.get_bind().dialect.name
         statement = (
-            insert_ignoring_conflicts(sql.conversations, dialect)
+            self._backend.insert_ignoring_conflicts(sql.conversations)
             .values(values)
             .returning(*sql.CONV_COLUMNS)
         )
         return (await self.session.execute(statement)).one_or_none()
 
     async def _owned_rows(
-        self, statement: Any, cid: str, uid: str, **params: Any
+        self, statement: Any, cid: str, uid: str, *, own: bool, **params: Any
     ) -> Sequence[Sequence[Any]]:
         """Rows of the user's conversation; ownership is checked by the same statement.
 
         No rows means an empty page or not the user's conversation; only then a second,
         conversation-only query tells which.
         """
-        rows = (await self.session.execute(statement, {"cid": cid, "uid": uid, **params})).all()
+        params = {"cid": cid, "uid": uid, **params}
+        rows = await self._backend.rows(self.session, statement, params, own=own)
         if not rows and await self._select_conversation(cid, uid) is None:
             raise ConversationNotFoundError(cid)
         return rows
 
     async def _append(
-        self, cid: str, uid: str, batch: list[MessageInput], batch_key: str | None = None
+        self,
+        cid: str,
+        uid: str,
+        batch: list[MessageInput],
+        batch_key: str | None = None,
+        *,
+        own: bool,
     ) -> list[StoredMessage]:
-        now = utcnow()
-        params = {"cid": cid, "uid": uid, "now": now}
+        owner = {"cid": cid, "uid": uid, "now": utcnow()}
         if not batch:
             if await self._select_conversation(cid, uid) is None:
                 raise ConversationNotFoundError(cid)
@@ -686,12 +724,13 @@ class ConversationService:
             # Probe the key one past this batch: a stored batch that was longer has it.
             keys.append(f"{batch_key}:{len(batch)}")
         if not keys:
-            last_seq = await self._bump(sql.BUMP_SEQ, {**params, "n": len(batch)})
-            return await self._insert(cid, batch, last_seq, now)
+            return await self._insert(owner, batch, own=own)
 
         # Keyed batch: lock the conversation (and prove ownership) before looking keys up,
         # so that a concurrent retry of the same batch waits here and then finds the keys.
-        last_seq = await self._bump(sql.LOCK, params)
+        result = await self.session.execute(sql.LOCK, owner)
+        if result.scalar_one_or_none() is None:
+            raise ConversationNotFoundError(cid)
         result = await self.session.execute(
             select(*sql.MSG_COLUMNS).where(
                 sql.messages.c.conversation_id == cid, sql.messages.c.key.in_(keys)
@@ -708,35 +747,40 @@ class ConversationService:
                 if batch_key is not None:
                     raise IdempotencyKeyReuseError(batch_key, batch=True)
                 raise IdempotencyKeyReuseError(m.key)
-        if fresh:
-            last_seq = await self._bump(sql.BUMP_SEQ, {**params, "n": len(fresh)})
-        inserted = iter(await self._insert(cid, fresh, last_seq, now))
+        inserted = iter(await self._insert(owner, fresh, own=False) if fresh else [])
         return [
             stored[m.key] if m.key is not None and m.key in stored else next(inserted)
             for m in batch
         ]
 
-    async def _bump(self, statement: Any, params: dict[str, Any]) -> int:
-        """Run ``sql.BUMP_SEQ`` (reserve ``n`` seqs) or ``sql.LOCK``; returns ``last_seq``.
-
-        Either statement locks the conversation until the transaction ends and proves the
-        user owns it: no row means missing or foreign.
-        """
-        last_seq = (await self.session.execute(statement, params)).scalar_one_or_none()
-        if last_seq is None:
-            raise ConversationNotFoundError(params["cid"])
-        return int(last_seq)
-
     async def _insert(
-        self, cid: str, batch: list[MessageInput], last_seq: int, now: datetime
+        self, owner: dict[str, Any], batch: list[MessageInput], *, own: bool
     ) -> list[StoredMessage]:
-        if not batch:
-            return []
-        first = last_seq - len(batch) + 1
-        count = self.token_counter.count_message
-        records = [
+        """Reserve seqs for ``batch`` and insert it; ownership is proved by the same statement."""
+        cid, now, count = owner["cid"], owner["now"], self.token_counter.count_message
+        rows = [
+            {
+                "id": new_id(),
+                "conversation_id": cid,
+                "role": m.role,
+                "content": m.content,
+                "tool_calls": m.tool_calls,
+                "tool_name": m.tool_name,
+                "tool_call_id": m.tool_call_id,
+                "metadata": m.metadata,
+                "key": m.key,
+                "token_count": count(m),
+                "created_at": now,
+            }
+            for m in batch
+        ]
+        last_seq = await self._backend.append(self.session, owner, rows, own=own)
+        if last_seq is None:
+            raise ConversationNotFoundError(cid)
+        first = last_seq - len(rows) + 1
+        return [
             StoredMessage(
-                new_id(),
+                r["id"],
                 cid,
                 first + i,
                 m.role,  # type: ignore[arg-type]
@@ -746,30 +790,11 @@ class ConversationService:
                 m.tool_call_id,
                 m.metadata,
                 m.key,
-                count(m),
+                r["token_count"],
                 now,
             )
-            for i, m in enumerate(batch)
+            for i, (r, m) in enumerate(zip(rows, batch, strict=True))
         ]
-        rows = [
-            {
-                "id": r.id,
-                "conversation_id": cid,
-                "seq": r.seq,
-                "role": m.role,
-                "content": m.content,
-                "tool_calls": m.tool_calls,
-                "tool_name": m.tool_name,
-                "tool_call_id": m.tool_call_id,
-                "metadata": m.metadata,
-                "key": m.key,
-                "token_count": r.token_count,
-                "created_at": now,
-            }
-            for r, m in zip(records, batch, strict=True)
-        ]
-        await self.session.execute(sql.INSERT_MESSAGES, rows)
-        return records
 
 
 def _new_conversation(

@@ -1,0 +1,68 @@
+"""Every statement the database driver receives, whichever path sent it.
+
+convodb runs its hot path on the driver connection and the rest through SQLAlchemy, so the
+statements are captured at the driver: sqlite3's trace callback (SQL with values expanded)
+and asyncpg's query logger (SQL and arguments).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.util import await_only
+
+from convodb import Database
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    """The SQL, whitespace collapsed."""
+    limit: int | None
+    """The value of its ``LIMIT``, when it has one."""
+
+
+@asynccontextmanager
+async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
+    """Capture on every connection opened inside the block (the pool is emptied first)."""
+    statements: list[Statement] = []
+    sqlite = db.dialect_name == "sqlite"
+
+    def on_sqlite(sql: str) -> None:
+        found = re.search(r"LIMIT (\d+)", sql)
+        statements.append(Statement(" ".join(sql.split()), int(found[1]) if found else None))
+
+    def on_postgres(sql: str, args: Any) -> None:
+        found = re.search(r"LIMIT \$(\d+)", sql)
+        limit = int(args[int(found[1]) - 1]) if found else None
+        statements.append(Statement(" ".join(sql.split()), limit))
+
+    def on_asyncpg(query: Any) -> None:
+        on_postgres(query.query, query.args)
+
+    def on_sqlalchemy(_c: Any, _cur: Any, sql: str, params: Any, *_: Any) -> None:
+        on_postgres(sql, params)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if sqlite:
+            await_only(driver.set_trace_callback(on_sqlite))
+        else:
+            driver.add_query_logger(on_asyncpg)
+
+    await db.engine.dispose()
+    event.listen(db.engine.sync_engine, "connect", on_connect)
+    if not sqlite:
+        event.listen(db.engine.sync_engine, "before_cursor_execute", on_sqlalchemy)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine.sync_engine, "connect", on_connect)
+        if not sqlite:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", on_sqlalchemy)
+        await db.engine.dispose()
