@@ -22,6 +22,8 @@ write that takes the lock, waiting up to the busy timeout, before anything is re
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Select, Table, event
@@ -84,8 +86,15 @@ def engine_options(url: URL) -> dict[str, Any]:
         if url.database in (None, "", ":memory:"):
             # Every connection to :memory: is a new, empty database: share one connection.
             return {"poolclass": StaticPool}
+        options: dict[str, Any] = {
+            # Every path ends its own transactions (the session and SQLAlchemy connections
+            # roll back what they began, the hot path commits or rolls back on the driver),
+            # so the pool's extra ROLLBACK on each return would only cost a thread hop.
+            "pool_reset_on_return": None,
+        }
         if "timeout" not in url.query:  # sqlite3's busy timeout; ?timeout=SECONDS overrides
-            return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+            options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+        return options
     # No pool_pre_ping: on asyncpg it costs BEGIN, a ping and ROLLBACK on every checkout.
     # A connection that died in the pool fails its first statement, is invalidated, and the
     # caller gets StoreUnavailableError once; the next checkout opens a fresh connection.
@@ -148,13 +157,16 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
 # -- hot-path execution ----------------------------------------------------------------------
 #
 # The append and the history reads are most of a chat backend's database time, and through
-# the SQLAlchemy session each statement costs more than the query itself: the aiosqlite adapter
+# the SQLAlchemy session each statement cost more than the query itself: the aiosqlite adapter
 # makes four thread hops per statement (cursor, execute, fetchall, close) where one does, and
-# on asyncpg an append is BEGIN, UPDATE, INSERT, COMMIT where one statement does. So a Backend
-# runs these few statements on the session's own driver connection: the SQL is still compiled
-# by SQLAlchemy from the Core statements in convodb._statements, and values still go through
-# the column types' own processors, so nothing about the schema or the encoding is written
-# twice. Everything else goes through the session as usual.
+# on asyncpg an append was BEGIN, UPDATE, INSERT, COMMIT where one statement does. So a Backend
+# runs these few statements on a driver connection: the SQL is still compiled by SQLAlchemy
+# from the Core statements in convodb._statements, and values still go through the column
+# types' own processors, so nothing about the schema or the encoding is written twice.
+#
+# "own" means the service owns the transaction (commit mode, session not in a transaction):
+# then the statements run on a pooled connection of their own, outside the session, and commit
+# there; the session is left untouched. Otherwise they run in the session's transaction.
 
 
 class Backend:
@@ -164,7 +176,7 @@ class Backend:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any], list[Any]]] = {}
+        self._compiled: dict[int, _Compiled] = {}
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
@@ -172,15 +184,14 @@ class Backend:
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Sequence[Any]]:
         """The rows of a Core SELECT, decoded as the session would decode them.
 
         Args:
-            own: the caller owns the transaction (the service commits it and the session is
-                not in one yet), so a single statement may run outside any transaction.
+            own: the service owns the transaction; the read may run outside the session.
         """
         result = await session.execute(statement, params)
-        return [tuple(row) for row in result]
+        return list(result)
 
     async def append(
         self,
@@ -190,12 +201,13 @@ class Backend:
         *,
         own: bool,
     ) -> int | None:
-        """Reserve ``len(rows)`` seqs in the conversation and insert the rows.
+        """Reserve ``len(rows)`` seqs in the conversation and insert the rows, atomically.
 
         Args:
             owner: ``cid``, ``uid`` and ``now``: the conversation, its owner, the time.
             rows: the messages' column values, without ``seq``.
-            own: as for :meth:`rows`.
+            own: the service owns the transaction: commit it here; otherwise the rows join
+                the session's transaction.
 
         Returns:
             The conversation's new ``last_seq``, or ``None`` when it is missing or not the
@@ -210,39 +222,49 @@ class Backend:
         await session.execute(statements.INSERT_MESSAGES, numbered)
         return int(last_seq)
 
-    def _compile(self, statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any], list[Any]]:
-        """SQL text, parameter order, fixed parameter values and column decoders, cached."""
+    def _compile(self, statement: Any) -> _Compiled:
         cached = self._compiled.get(id(statement))
         if cached is None:
-            compiled = statement.compile(dialect=self.dialect)
-            names = tuple(compiled.positiontup or ())
-            # Values fixed in the statement itself, e.g. the 1 of EXISTS (SELECT 1 ...).
-            fixed = {k: b.value for k, b in compiled.binds.items() if not b.required}
-            decoders = [
-                column.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
-                for column in getattr(statement, "selected_columns", ())
-            ]
-            cached = (str(compiled), names, fixed, decoders)
-            self._compiled[id(statement)] = cached
+            cached = self._compiled[id(statement)] = _Compiled(statement, self.dialect)
         return cached
 
-    @staticmethod
-    def _decode(rows: Any, decoders: list[Any]) -> list[tuple[Any, ...]]:
-        return [
-            tuple(
-                d(v) if d is not None and v is not None else v
-                for d, v in zip(decoders, row, strict=True)
-            )
-            for row in rows
-        ]
+
+class _Compiled:
+    """A Core statement compiled for one dialect, ready to run on its driver."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names = tuple(compiled.positiontup or ())
+        # Values fixed in the statement itself, e.g. the 1 of EXISTS (SELECT 1 ...).
+        self.fixed = {k: b.value for k, b in compiled.binds.items() if not b.required}
+        columns = getattr(statement, "selected_columns", ())
+        processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        self.decoders = [(i, p) for i, p in enumerate(processors) if p is not None]
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        values = {**self.fixed, **params}
+        return [values[name] for name in self.names]
+
+    def decode(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+        if not self.decoders:
+            return list(rows)
+        decoded: list[Sequence[Any]] = []
+        for row in rows:
+            values = list(row)
+            for i, decoder in self.decoders:
+                if values[i] is not None:
+                    values[i] = decoder(values[i])
+            decoded.append(values)
+        return decoded
 
 
 class SQLiteBackend(Backend):
     """aiosqlite: one thread hop per statement on the driver.
 
-    The ``sqlite3`` module opens a transaction before the first write on its connection, and
-    the session commits or rolls back that same connection, so a driver statement is part of
-    the session's transaction whoever owns it.
+    The ``sqlite3`` module opens a transaction before the first write on its connection, so in
+    the session's connection a driver write joins the session's transaction; on a connection of
+    its own the append commits (or rolls back) itself.
     """
 
     name = "sqlite"
@@ -252,12 +274,12 @@ class SQLiteBackend(Backend):
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[tuple[Any, ...]]:
-        sql, names, fixed, decoders = self._compile(statement)
-        values = {**fixed, **params}
-        driver = await _driver(session)
-        raw = await driver.execute_fetchall(sql, [values[n] for n in names])
-        return self._decode(raw, decoders)
+    ) -> list[Sequence[Any]]:
+        compiled = self._compile(statement)
+        async with _driver(session, own=own) as driver:
+            return compiled.decode(
+                await driver.execute_fetchall(compiled.sql, compiled.args(params))
+            )
 
     async def append(
         self,
@@ -267,47 +289,57 @@ class SQLiteBackend(Backend):
         *,
         own: bool,
     ) -> int | None:
-        bump_sql, bump_names, bump_fixed, _ = self._compile(statements.BUMP_SEQ)
-        values = {**bump_fixed, **owner, "n": len(rows)}
-        values["now"] = self._bind(statements.conversations.c.updated_at, owner["now"])
-        driver = await _driver(session)
-        bumped = await driver.execute_fetchall(bump_sql, [values[n] for n in bump_names])
-        if not bumped:
-            return None
-        last_seq = int(next(iter(bumped))[0])
-        insert_sql, names, _, _ = self._compile(statements.INSERT_MESSAGES)
-        binds = self._binds(names)
+        bump, insert = self._compile(statements.BUMP_SEQ), self._compile(statements.INSERT_MESSAGES)
+        now = self._bind(statements.conversations.c.updated_at, owner["now"])
+        async with _driver(session, own=own) as driver:
+            try:
+                bumped = await driver.execute_fetchall(
+                    bump.sql, bump.args({**owner, "now": now, "n": len(rows)})
+                )
+                last_seq = int(next(iter(bumped))[0]) if bumped else None
+                if last_seq is not None:
+                    await driver.executemany(insert.sql, self._insert_args(insert, rows, last_seq))
+                if own:
+                    await (driver.commit() if last_seq is not None else driver.rollback())
+            except BaseException:
+                if own:
+                    await driver.rollback()
+                raise
+        return last_seq
+
+    def _insert_args(
+        self, insert: _Compiled, rows: list[dict[str, Any]], last_seq: int
+    ) -> list[Any]:
+        columns = statements.messages.c
+        binds = [
+            columns[n].type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            for n in insert.names
+        ]
         first = last_seq - len(rows) + 1
-        params = [
+        return [
             [
                 bind(value) if bind is not None and value is not None else value
                 for bind, value in zip(
-                    binds, (first + i if n == "seq" else row[n] for n in names), strict=True
+                    binds, (first + i if n == "seq" else row[n] for n in insert.names), strict=True
                 )
             ]
             for i, row in enumerate(rows)
         ]
-        await driver.executemany(insert_sql, params)
-        return last_seq
 
     def _bind(self, column: Any, value: Any) -> Any:
         bind = column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
         return bind(value) if bind is not None else value
 
-    def _binds(self, names: tuple[str, ...]) -> list[Any]:
-        columns = statements.messages.c
-        return [
-            columns[n].type.dialect_impl(self.dialect).bind_processor(self.dialect) for n in names
-        ]
-
 
 class PostgresBackend(Backend):
-    """asyncpg: a statement the service owns runs on the driver, outside any transaction.
+    """asyncpg: a statement the service owns runs on a connection of its own, in autocommit.
 
     An append is then one data-modifying statement (the ``UPDATE ... RETURNING`` that reserves
     the seqs and proves ownership, feeding the ``INSERT``): atomic by itself, one round trip,
     and the conversation's row lock is held for that statement only. Inside a transaction the
-    caller owns, the session runs the statements, in that transaction.
+    caller owns, the session runs the statements, in that transaction. (asyncpg runs only
+    what it is sent: the session's connection may not have sent its BEGIN yet, so a driver
+    statement on it could escape the caller's transaction.)
     """
 
     name = "postgresql"
@@ -317,13 +349,12 @@ class PostgresBackend(Backend):
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Sequence[Any]]:
         if not own:
             return await super().rows(session, statement, params, own=own)
-        sql, names, fixed, decoders = self._compile(statement)
-        values = {**fixed, **params}
-        driver = await _driver(session)
-        return self._decode(await driver.fetch(sql, *[values[n] for n in names]), decoders)
+        compiled = self._compile(statement)
+        async with _driver(session, own=True) as driver:
+            return compiled.decode(await driver.fetch(compiled.sql, *compiled.args(params)))
 
     async def append(
         self,
@@ -335,16 +366,18 @@ class PostgresBackend(Backend):
     ) -> int | None:
         if not own:
             return await super().append(session, owner, rows, own=own)
-        driver = await _driver(session)
         columns = [[row[name] for row in rows] for name in _PG_ARRAY_COLUMNS]
         for i in _PG_JSON_COLUMNS:
             columns[i] = [None if v is None else json.dumps(v) for v in columns[i]]
-        last_seq = await driver.fetchval(
-            _PG_APPEND, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
-        )
+        async with _driver(session, own=True) as driver:
+            last_seq = await driver.fetchval(
+                _PG_APPEND, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
+            )
         return None if last_seq is None else int(last_seq)
 
 
+# The messages columns of _PG_APPEND's arrays, in its order ($5 ...); a test appends through it
+# on PostgreSQL and reads every column back, so a schema change cannot silently miss it.
 _PG_ARRAY_COLUMNS = (
     "id",
     "role",
@@ -377,11 +410,22 @@ SELECT last_seq FROM c
 """
 
 
-async def _driver(session: AsyncSession) -> Any:
-    """The driver connection under the session's current connection."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
+@asynccontextmanager
+async def _driver(session: AsyncSession, *, own: bool) -> AsyncIterator[Any]:
+    """A driver connection: a pooled one of its own when ``own``, else the session's."""
+    engine = session.bind
+    if not own or not isinstance(engine, AsyncEngine):
+        connection = await session.connection()
+        yield (await connection.get_raw_connection()).driver_connection
+        return
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        try:
+            yield raw.driver_connection
+        except BaseException as exc:
+            if isinstance(translate_error(exc), StoreUnavailableError):
+                await connection.invalidate()  # never hand a broken connection to the next caller
+            raise
 
 
 _BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}

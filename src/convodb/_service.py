@@ -637,10 +637,11 @@ class ConversationService:
         """One write transaction: committed here in ``commit`` mode, driver errors translated."""
         try:
             yield
-            if self._commit:
+            # A hot-path append the service owns committed on its own connection already.
+            if self._commit and self.session.in_transaction():
                 await self.session.commit()
         except BaseException as exc:
-            if self._commit:
+            if self._commit and self.session.in_transaction():
                 await self.session.rollback()
             translated = translate_error(exc)
             if translated is not None:
@@ -651,15 +652,16 @@ class ConversationService:
     async def _read(self) -> AsyncIterator[bool]:
         """Reads; yields whether the service owns the transaction (see :meth:`_owns`).
 
-        An owned read ends its transaction, which returns the connection to the pool.
+        An owned read that used the session ends the session's transaction, which returns
+        its connection to the pool (the hot-path reads of ``Backend`` do not use the session).
         """
         own = self._owns()
         try:
             yield own
-            if own:
+            if own and self.session.in_transaction():
                 await self.session.commit()
         except Exception as exc:
-            if own:
+            if own and self.session.in_transaction():
                 await self.session.rollback()
             translated = translate_error(exc)
             if translated is not None:
