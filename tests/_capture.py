@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_
 
 from convodb import Database
 
@@ -51,7 +51,7 @@ async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         driver = dbapi_connection.driver_connection
         if sqlite:
-            await_only(driver.set_trace_callback(on_sqlite))
+            await_(driver.set_trace_callback(on_sqlite))
         else:
             driver.add_query_logger(on_asyncpg)
 

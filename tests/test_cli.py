@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from convodb.cli._app import app
+from tests._http import cli
 
 runner = CliRunner()
 
@@ -92,3 +93,14 @@ def test_import_convodb_needs_no_server_or_cli_extra() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(len(__import__("convodb").__all__)), "server"]
+
+
+def test_database_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    for url in (
+        "postgresql://postgres@127.0.0.1:5432/convodb_no_such_database",
+        f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}",
+    ):
+        result = cli("keys", "list", env={"CONVODB_DATABASE_URL": url})  # a real process
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: "), result.stderr
+        assert "Traceback" not in result.stderr

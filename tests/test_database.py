@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from convodb import (
     ConversationService,
@@ -181,3 +182,38 @@ async def test_a_session_used_for_a_read_then_a_write_keeps_order(db: Database) 
                 [{"role": "user", "content": f"q{turn}"}, {"role": "assistant", "content": "a"}],
             )
     assert (await state(db, cid)).last_seq == 6
+
+
+async def test_session_joined_to_an_external_transaction_never_escapes_it(db: Database) -> None:
+    """SQLAlchemy's recipe: a session bound to a connection whose transaction a test (or an
+    outer unit of work) rolls back. Nothing the service did may survive the rollback."""
+    async with db.session() as session:
+        cid = (await ConversationService(session).create_conversation("alice")).id
+    async with db.engine.connect() as connection:
+        outer = await connection.begin()
+        session = AsyncSession(bind=connection, expire_on_commit=False)
+        service = ConversationService(session)
+        await service.save_conversation_messages(cid, "alice", [{"role": "user", "content": "a"}])
+        assert [m.content for m in await service.get_conversation_history(cid, "alice")] == ["a"]
+        await session.close()
+        await outer.rollback()
+    assert (await state(db, cid)).messages == 0
+
+
+async def test_delete_leaves_no_orphans_even_with_sqlite_foreign_keys_off(tmp_path: Path) -> None:
+    """A SQLite engine convodb did not set up has foreign keys off: no ON DELETE CASCADE."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'plain.db'}")
+    async with Database(f"sqlite:///{tmp_path / 'plain.db'}") as database:
+        await database.create_all()
+    try:
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            service = ConversationService(session)
+            await service.create_conversation("alice", conversation_id="reused")
+            await service.save_message("reused", "user", "alice's secret", user_id="alice")
+            await service.save_summary("reused", "alice", "a summary", upto_seq=1)
+            await service.delete_conversation("reused", "alice")
+            await service.create_conversation("bob", conversation_id="reused")
+            assert await service.get_conversation_history("reused", "bob") == []
+            assert await service.get_summary("reused", "bob") is None
+    finally:
+        await engine.dispose()

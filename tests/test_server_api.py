@@ -154,7 +154,7 @@ async def test_idempotency_key_retry_returns_the_original_response_and_stores_no
     retry = await api.client.post(url, json={"messages": TOOL_TURN}, headers=headers)
     assert first.status_code == retry.status_code == 201
     assert retry.json() == first.json()
-    assert [m["key"] for m in first.json()["messages"]] == [f"turn-1:{i}" for i in range(4)]
+    assert [m["key"] for m in first.json()["messages"]] == [f"idem:turn-1:{i}" for i in range(4)]
     page = (await api.client.get(url, headers=alice)).json()
     assert len(page["items"]) == 4
 

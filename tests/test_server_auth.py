@@ -140,6 +140,9 @@ async def test_rs256_public_key_verifies_and_refuses_hs256_with_the_key_as_secre
         assert_unauthorized(await whoami(client, bearer(forged)))
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         assert_unauthorized(await whoami(client, bearer(jwt.encode(claims(), other, "RS256"))))
+        # A token whose algorithm does not fit the key (ES256 against an RSA key): 401, not 500.
+        ec_key = ec.generate_private_key(ec.SECP256R1())
+        assert_unauthorized(await whoami(client, bearer(jwt.encode(claims(), ec_key, "ES256"))))
         # API keys are off on this server.
         async with db.session() as session:
             token = (await ApiKeyService(session).create("alice")).token

@@ -403,6 +403,31 @@ async def test_batch_idempotency_key_and_message_keys_do_not_mix(
     assert (await state(db, cid)).messages == 0
 
 
+async def test_batch_idempotency_keys_never_collide_with_message_keys(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_message(cid, "user", "a", user_id=ALICE, key="turn-1:0")
+    stored = await service.save_conversation_messages(
+        cid, ALICE, [user("a"), user("b")], idempotency_key="turn-1"
+    )
+    assert [m.seq for m in stored] == [2, 3]
+
+
+async def test_retry_with_tuples_in_metadata_is_the_same_message(
+    db: Database, service: ConversationService
+) -> None:
+    cid = await new_conversation(service)
+    first = await service.save_message(
+        cid, "user", "x", user_id=ALICE, key="m", metadata={"tags": ("a", "b")}
+    )
+    retry = await service.save_message(
+        cid, "user", "x", user_id=ALICE, key="m", metadata={"tags": ("a", "b")}
+    )
+    assert retry == first and first.metadata == {"tags": ["a", "b"]}
+    assert (await state(db, cid)).messages == 1
+
+
 async def test_key_reused_for_a_different_message_is_a_conflict(
     db: Database, service: ConversationService
 ) -> None:

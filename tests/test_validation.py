@@ -106,6 +106,7 @@ BAD_APPENDS: dict[str, tuple[Append, str]] = {
     ),
     "unknown message field": (batch({**ok(), "colour": "red"}), "messages[0]"),
     "empty key": (batch({**ok(), "key": ""}), "messages[0].key"),
+    "key in the batch keys' namespace": (batch({**ok(), "key": "idem:t1:0"}), "messages[0].key"),
     "repeated key in a batch": (
         batch({**ok(), "key": "k"}, {**ok(), "key": "k"}),
         "messages[1].key",

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from ._dialect import async_url, configure_engine, engine_options
+from ._dialect import async_url, configure_engine, engine_options, translate_error
 from ._models import conversations, tables
 from .errors import StoreUnavailableError
 
@@ -66,13 +66,18 @@ class Database:
         return self.engine.dialect.name
 
     async def create_all(self) -> None:
-        """Create convodb's tables and indexes where they do not exist yet."""
-        async with self.engine.begin() as conn:
+        """Create convodb's tables and indexes where they do not exist yet.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached.
+            StoreBusyError: another transaction holds a lock.
+        """
+        async with _translated(), self.engine.begin() as conn:
             await conn.run_sync(lambda c: tables()[0].metadata.create_all(c, tables=tables()))
 
     async def drop_all(self) -> None:
         """Drop convodb's tables and everything in them."""
-        async with self.engine.begin() as conn:
+        async with _translated(), self.engine.begin() as conn:
             await conn.run_sync(lambda c: tables()[0].metadata.drop_all(c, tables=tables()))
 
     @asynccontextmanager
@@ -93,12 +98,10 @@ class Database:
             StoreUnavailableError: it cannot be reached, or the tables are missing.
         """
         try:
-            async with self.engine.connect() as conn:
+            async with _translated(), self.engine.connect() as conn:
                 await conn.execute(select(conversations.c.id).limit(1))
-        except (DBAPIError, OSError) as exc:
-            raise StoreUnavailableError(
-                f"the database is not ready: {type(exc).__name__}: {exc}"
-            ) from exc
+        except DBAPIError as exc:  # reachable, but not convodb's schema (yet)
+            raise StoreUnavailableError(f"the database is not ready: {exc.orig}") from exc
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -114,6 +117,18 @@ class Database:
         tb: TracebackType | None,
     ) -> None:
         await self.dispose()
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Driver errors as convodb's errors, where convodb has a type for them."""
+    try:
+        yield
+    except (DBAPIError, OSError) as exc:
+        translated = translate_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
 
 
 _default: Database | None = None

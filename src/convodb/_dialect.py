@@ -21,7 +21,9 @@ write that takes the lock, waiting up to the busy timeout, before anything is re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.util import await_
 
 from . import _statements as statements
 from .errors import ConvodbError, MissingDependencyError, StoreBusyError, StoreUnavailableError
@@ -118,6 +121,18 @@ def configure_engine(engine: AsyncEngine) -> None:
         finally:
             cursor.close()
 
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _release_write_lock(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+        # A task cancelled inside a statement (a request timeout) makes SQLAlchemy invalidate
+        # the connection, and terminating an aiosqlite connection stops its thread without
+        # closing the database handle: an open write transaction would keep the file locked
+        # until the garbage collector finds the handle. Roll it back first.
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is None:
+            return
+        with contextlib.suppress(Exception):
+            await_(driver.rollback())
+
 
 # SQLSTATE classes and codes (PostgreSQL appendix A)
 _PG_BUSY = {"40001", "40P01", "55P03", "57014"}  # serialization, deadlock, lock, cancelled
@@ -160,9 +175,11 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
 # the SQLAlchemy session each statement cost more than the query itself: the aiosqlite adapter
 # makes four thread hops per statement (cursor, execute, fetchall, close) where one does, and
 # on asyncpg an append was BEGIN, UPDATE, INSERT, COMMIT where one statement does. So a Backend
-# runs these few statements on a driver connection: the SQL is still compiled by SQLAlchemy
-# from the Core statements in convodb._statements, and values still go through the column
-# types' own processors, so nothing about the schema or the encoding is written twice.
+# runs these few statements on a driver connection: the SQL is compiled by SQLAlchemy from the
+# Core statements in convodb._statements and values go through the column types' own
+# processors. The one exception is PostgreSQL's single-statement append, written here as SQL
+# (_PG_APPEND); tests append through it and read every column back. Driver statements bypass
+# SQLAlchemy's execution events.
 #
 # "own" means the service owns the transaction (commit mode, session not in a transaction):
 # then the statements run on a pooled connection of their own, outside the session, and commit
@@ -413,11 +430,12 @@ SELECT last_seq FROM c
 @asynccontextmanager
 async def _driver(session: AsyncSession, *, own: bool) -> AsyncIterator[Any]:
     """A driver connection: a pooled one of its own when ``own``, else the session's."""
-    engine = session.bind
-    if not own or not isinstance(engine, AsyncEngine):
+    if not own:
         connection = await session.connection()
         yield (await connection.get_raw_connection()).driver_connection
         return
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine), "the service owns transactions on engine sessions only"
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
         try:
@@ -429,15 +447,16 @@ async def _driver(session: AsyncSession, *, own: bool) -> AsyncIterator[Any]:
 
 
 _BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
-_instances: dict[int, Backend] = {}
+# One Backend per dialect instance (an engine's), gone with it.
+_instances: weakref.WeakKeyDictionary[Dialect, Backend] = weakref.WeakKeyDictionary()
 
 
 def backend_for(session: AsyncSession) -> Backend:
-    """The Backend for the session's database (one per dialect instance)."""
+    """The Backend for the session's database."""
     dialect = session.get_bind().dialect
-    backend = _instances.get(id(dialect))
+    backend = _instances.get(dialect)
     if backend is None:
         if dialect.name not in _BACKENDS:
             raise NotImplementedError(f"convodb does not support the {dialect.name!r} dialect")
-        backend = _instances[id(dialect)] = _BACKENDS[dialect.name](dialect)
+        backend = _instances[dialect] = _BACKENDS[dialect.name](dialect)
     return backend

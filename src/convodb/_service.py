@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from . import _statements as sql
 from ._cursor import decode_cursor, encode_cursor
@@ -45,6 +45,7 @@ from ._records import (
 )
 from ._types import utcnow
 from ._validation import (
+    BATCH_KEY_PREFIX,
     Limits,
     MessageInput,
     check_batch,
@@ -232,16 +233,15 @@ class ConversationService:
             ConversationNotFoundError: it does not exist or belongs to another user.
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
-        statement = sql.conversations.delete().where(
-            sql.conversations.c.id == cid, sql.conversations.c.user_id == uid
-        )
         async with self._write():
-            # Messages go with it through ON DELETE CASCADE, in the same statement.
-            deleted = (
-                await self.session.execute(statement.returning(sql.conversations.c.id))
-            ).first()
-        if deleted is None:
-            raise ConversationNotFoundError(cid)
+            await self._lock(cid, uid)  # ownership first; then nothing can append meanwhile
+            # Explicit, not only ON DELETE CASCADE: a SQLite connection that convodb did not
+            # set up has foreign keys off, and orphans would reappear under a reused id.
+            for table in (sql.messages, sql.summaries):
+                await self.session.execute(table.delete().where(table.c.conversation_id == cid))
+            await self.session.execute(
+                sql.conversations.delete().where(sql.conversations.c.id == cid)
+            )
 
     async def list_conversations(
         self, user_id: str, *, limit: int = 50, cursor: str | None = None
@@ -675,7 +675,13 @@ class ConversationService:
         statement may run outside any transaction (see ``Backend``). Otherwise the call joins
         the session's transaction.
         """
-        return self._commit and not self.session.in_transaction()
+        # A session bound to a connection (the "join an external transaction" recipe) may be
+        # inside a transaction it does not know of: never own anything there.
+        return (
+            self._commit
+            and not self.session.in_transaction()
+            and isinstance(self.session.bind, AsyncEngine)
+        )
 
     @property
     def _backend(self) -> Backend:
@@ -724,7 +730,7 @@ class ConversationService:
         keys = [m.key for m in batch if m.key is not None]
         if batch_key is not None:
             # Probe the key one past this batch: a stored batch that was longer has it.
-            keys.append(f"{batch_key}:{len(batch)}")
+            keys.append(f"{BATCH_KEY_PREFIX}{batch_key}:{len(batch)}")
         if not keys:
             return await self._insert(owner, batch, own=own)
 
@@ -815,13 +821,16 @@ def _new_conversation(
 
 
 def _keyed_batch(idempotency_key: str, batch: list[MessageInput]) -> list[MessageInput]:
-    """The batch with per-message keys derived from a batch's idempotency key: ``key:<i>``."""
+    """The batch with per-message keys derived from its idempotency key: ``idem:<key>:<i>``.
+
+    The prefix keeps them apart from keys clients give messages (which may not use it).
+    """
     for i, message in enumerate(batch):
         if message.key is not None:
             raise ValidationError(
                 f"messages[{i}].key", "cannot be combined with an idempotency_key for the batch"
             )
-    return [replace(m, key=f"{idempotency_key}:{i}") for i, m in enumerate(batch)]
+    return [replace(m, key=f"{BATCH_KEY_PREFIX}{idempotency_key}:{i}") for i, m in enumerate(batch)]
 
 
 def _first_page(max_messages: int | None, max_tokens: int | None) -> int:

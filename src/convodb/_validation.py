@@ -171,7 +171,10 @@ def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:
             f"is {size} bytes as JSON; the limit is {limits.max_metadata_bytes}",
             limit=limits.max_metadata_bytes,
         )
-    return dict(value)
+    # Stored as JSON and compared as JSON (idempotent retries): normalise now, so that a
+    # tuple in, a list out, and a retry with the same tuple compares equal.
+    normalised: dict[str, Any] = json.loads(encoded)
+    return normalised
 
 
 def _check_json(field: str, value: object) -> None:
@@ -192,17 +195,25 @@ def _check_json(field: str, value: object) -> None:
         raise ValidationError(field, f"is not a JSON value: {type(value).__name__}")
 
 
+BATCH_KEY_PREFIX = "idem:"
+"""Keys derived from a batch's idempotency key start with it; message keys may not."""
+
+
 def check_key(field: str, value: object) -> str | None:
     if value is None:
         return None
     value = check_text(field, value, max_length=KEY_LENGTH)
     if not value:
         raise ValidationError(field, "must not be empty; omit it instead")
+    if value.startswith(BATCH_KEY_PREFIX):
+        raise ValidationError(
+            field, f"must not start with {BATCH_KEY_PREFIX!r}, which batch idempotency keys use"
+        )
     return value
 
 
-IDEMPOTENCY_KEY_LENGTH = KEY_LENGTH - 16
-"""Room for the ``:<index>`` that derives per-message keys from it."""
+IDEMPOTENCY_KEY_LENGTH = KEY_LENGTH - 24
+"""Room for the prefix and ``:<index>`` that derive per-message keys from it."""
 
 
 def check_idempotency_key(value: object) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from convodb import (
     DEFAULT_DATABASE_URL,
@@ -60,6 +61,8 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(work())
     except (ConvodbError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
+    except DBAPIError as exc:  # a driver error convodb has no type for: say it, no traceback
+        raise _fail(f"database error: {exc.orig}") from None
 
 
 async def _with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:

@@ -84,6 +84,8 @@ class _JwtVerifier:
             raise _unauthorized("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise _unauthorized(f"invalid token: {exc}") from None
+        except jwt.PyJWTError as exc:  # e.g. InvalidKeyError: the token's alg does not fit the key
+            raise _unauthorized(f"invalid token: {type(exc).__name__}") from None
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise _unauthorized("token's 'sub' claim must name the user")

@@ -68,7 +68,7 @@ _MESSAGE_EXAMPLE: dict[str, JsonValue] = {
     "tool_name": None,
     "tool_call_id": None,
     "metadata": {},
-    "key": "turn-7f3a:1",
+    "key": "idem:turn-7f3a:1",
     "token_count": None,
     "created_at": "2025-01-01T12:00:05Z",
 }
@@ -112,8 +112,8 @@ class MessageIn(_Model):
     key: str | None = Field(
         default=None,
         description="Idempotency key, unique within the conversation: re-sending a message "
-        "with a stored key returns the stored message. With the Idempotency-Key header, "
-        "messages without a key get '<header>:<index>'.",
+        "with a stored key returns the stored message. Not allowed with the Idempotency-Key "
+        "header (which keys the whole batch) and never starting with 'idem:'.",
     )
 
 
