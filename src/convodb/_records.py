@@ -2,9 +2,10 @@
 
 Building a validated SQLModel ``Message`` costs ~60 µs on this machine, a frozen slotted
 dataclass ~3 µs by keyword (less positionally): for a 50-message history that is the
-difference between 3 ms and 0.15 ms, more than the indexed query itself. The tables (``convodb.Message``, ``convodb.Conversation``) remain
-for ORM users; the hot path returns these records, which carry the same field names
-(``metadata`` instead of the table attribute ``metadata_``).
+difference between 3 ms and 0.15 ms, more than the indexed query itself. The tables
+(``convodb.Message``, ``convodb.Conversation``) remain for ORM users; the hot path returns
+these records, which carry the same field names (``metadata`` instead of the table attribute
+``metadata_``).
 """
 
 from __future__ import annotations

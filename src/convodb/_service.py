@@ -22,6 +22,7 @@ transaction and the caller commits or rolls back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -110,7 +111,7 @@ class ConversationService:
     ) -> None:
         self.session = session
         self.limits = limits or Limits()
-        self.token_counter = token_counter if token_counter is not None else default_counter()
+        self.token_counter = token_counter if token_counter is not None else _process_counter()
         self._commit = commit
 
     # -- conversations --------------------------------------------------------------------
@@ -831,6 +832,13 @@ def _keyed_batch(idempotency_key: str, batch: list[MessageInput]) -> list[Messag
                 f"messages[{i}].key", "cannot be combined with an idempotency_key for the batch"
             )
     return [replace(m, key=f"{BATCH_KEY_PREFIX}{idempotency_key}:{i}") for i, m in enumerate(batch)]
+
+
+@functools.cache
+def _process_counter() -> TokenCounter:
+    """:func:`default_counter`, resolved once per process rather than once per service (a
+    service per request): it looks at the disk, and on first use hashes tiktoken's file."""
+    return default_counter()
 
 
 def _first_page(max_messages: int | None, max_tokens: int | None) -> int:
