@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from ._records import NewMessage, Role, ToolCall
 from .errors import ValidationError
+from .history import ToolGroups
 
 __all__ = [
     "ANTHROPIC_LEADING_USER_TEXT",
@@ -165,24 +166,11 @@ _ANTHROPIC_ID = re.compile(r"[A-Za-z0-9_-]+")
 def _arrange(messages: Iterable[MessageLike]) -> list[MessageLike]:
     """Messages in an order every API accepts: each call's results right after it, in call order.
 
-    Scans newest first, as :class:`convodb.WindowBuilder` does, so that both apply one rule: a
-    result answers the newest call with its id that precedes it; the newest of two results for
-    one call wins; orphans and calls lacking a result are dropped.
+    Applies :class:`convodb.history.ToolGroups`, the rule windows use too: orphan results and
+    calls lacking a result are dropped.
     """
-    groups: list[list[MessageLike]] = []  # newest first
-    pending: dict[str, MessageLike] = {}
-    for message in reversed(list(messages)):
-        if message.role == "tool":
-            if message.tool_call_id is not None:
-                pending.setdefault(message.tool_call_id, message)
-            continue
-        calls = _tool_calls(message)
-        if message.role == "assistant" and calls:
-            results = [pending.pop(c["id"], None) for c in calls]
-            if all(r is not None for r in results):
-                groups.append([message, *(r for r in results if r is not None)])
-            continue
-        groups.append([message])
+    pairing: ToolGroups[MessageLike] = ToolGroups()
+    groups = [g for m in reversed(list(messages)) if (g := pairing.push(m)) is not None]
     return [m for group in reversed(groups) for m in group]
 
 

@@ -27,13 +27,64 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._records import NewMessage, StoredMessage, ToolCall
 from .errors import ContextBudgetError, ValidationError
 from .tokens import TokenCounter, default_counter
 
-__all__ = ["AgentInput", "Window", "WindowBuilder", "compaction_cut", "select_window"]
+if TYPE_CHECKING:
+    from .formats import MessageLike
+
+__all__ = [
+    "AgentInput",
+    "ToolGroups",
+    "Window",
+    "WindowBuilder",
+    "compaction_cut",
+    "select_window",
+]
+
+
+M = TypeVar("M", bound="MessageLike")
+
+
+class ToolGroups(Generic[M]):
+    """The one pairing rule for tool calls and results, fed messages newest first.
+
+    A result answers the newest call with its id that precedes it; of two results for one
+    call the newest wins; a result whose call never comes is an orphan and is dropped; a call
+    message without a result for each of its calls is dropped with the results it has (the
+    APIs reject it) and its calls are kept in :attr:`unanswered`. Both windows
+    (:class:`WindowBuilder`) and the formatters (:mod:`convodb.formats`) use it, so they can
+    never disagree.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, M] = {}  # call id -> its newest result
+        self.unanswered: list[ToolCall] = []
+
+    def push(self, message: M) -> list[M] | None:
+        """The group ``message`` completes, oldest first, or ``None`` when it completes none.
+
+        A plain message is a group of one; a call message with all its results is the call
+        followed by its results in call order; a result waits for its call (``None``).
+        """
+        if message.role == "tool":
+            if message.tool_call_id is not None:
+                self._pending.setdefault(message.tool_call_id, message)
+            return None
+        calls = [
+            c if isinstance(c, ToolCall) else ToolCall(c["id"], c["name"], c["arguments"])
+            for c in getattr(message, "tool_calls", None) or ()
+        ]
+        if message.role != "assistant" or not calls:
+            return [message]
+        results = [self._pending.pop(c.id, None) for c in calls]
+        if any(r is None for r in results):
+            self.unanswered.extend(c for c, r in zip(calls, results, strict=True) if r is None)
+            return None
+        return [message, *(r for r in results if r is not None)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +197,7 @@ class WindowBuilder:
         # Every message costs at least one token: with no room left, nothing more can fit.
         self._full = max_messages == 0 or (max_tokens is not None and fixed >= max_tokens)
         self._kept: list[StoredMessage] = []  # newest first
-        self._pending: dict[str, tuple[StoredMessage, int]] = {}  # call id -> newest result
-        self._unanswered: list[ToolCall] = []
+        self._groups: ToolGroups[StoredMessage] = ToolGroups()
         self._seen = 0
         self._last_seq: int | None = None
 
@@ -200,28 +250,10 @@ class WindowBuilder:
             if self._full:
                 continue
             self._seen += 1
-            if message.role == "tool":
-                # Older duplicates of a result are dropped: the newest one answers the call. A
-                # result without a call id answers nothing and is dropped as an orphan.
-                if message.tool_call_id is not None and message.tool_call_id not in self._pending:
-                    self._pending[message.tool_call_id] = (message, self._cost(message))
-            elif message.role == "assistant" and message.tool_calls:
-                self._take_group(message)
-            else:
-                self._take([message], self._cost(message))
+            group = self._groups.push(message)
+            if group is not None:
+                self._take(group, sum(self._cost(m) for m in group))
         return not self._full
-
-    def _take_group(self, call_message: StoredMessage) -> None:
-        # A result stored before its call cannot be matched: it stays pending and ends orphaned.
-        results = [self._pending.pop(c.id, None) for c in call_message.tool_calls or ()]
-        answered = [r for r in results if r is not None]
-        if len(answered) < len(results):
-            self._unanswered.extend(
-                c for c, r in zip(call_message.tool_calls or (), results, strict=True) if r is None
-            )
-            return
-        group = [call_message, *(m for m, _ in answered)]
-        self._take(group, self._cost(call_message) + sum(t for _, t in answered))
 
     def finish(self, *, total: int | None = None) -> Window:
         """The window so far.
@@ -245,7 +277,7 @@ class WindowBuilder:
             system_prompt=self._system_prompt,
             summary=self._summary,
             user_message=self._user_message,
-            unanswered_tool_calls=tuple(self._unanswered),
+            unanswered_tool_calls=tuple(self._groups.unanswered),
         )
 
 
