@@ -26,7 +26,15 @@ from ._dialect import async_url, configure_engine, engine_options, translate_err
 from ._models import conversations, tables
 from .errors import StoreUnavailableError
 
-__all__ = ["DEFAULT_DATABASE_URL", "Database", "get_db_session", "set_default_database"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "Database",
+    "get_db_session",
+    "owns_transaction",
+    "read_transaction",
+    "set_default_database",
+    "write_transaction",
+]
 
 DEFAULT_DATABASE_URL = "sqlite:///convodb.db"
 """The embedded default: a SQLite file in the working directory."""
@@ -117,6 +125,56 @@ class Database:
         tb: TracebackType | None,
     ) -> None:
         await self.dispose()
+
+
+def owns_transaction(session: AsyncSession, *, commit: bool) -> bool:
+    """Whether a service call on ``session`` opens and ends its own transaction.
+
+    True in ``commit`` mode when the session is not in a transaction yet: then a single
+    statement may run outside any transaction (see ``convodb._dialect.Backend``). A session
+    bound to a connection (the "join an external transaction" recipe) may be inside a
+    transaction it does not know of, so it never owns one.
+    """
+    return commit and not session.in_transaction() and isinstance(session.bind, AsyncEngine)
+
+
+@asynccontextmanager
+async def write_transaction(session: AsyncSession, *, commit: bool) -> AsyncIterator[None]:
+    """One service write: committed here in ``commit`` mode, rolled back on any error
+    (cancellation included), driver errors translated into convodb's."""
+    try:
+        yield
+        # A hot-path write the service owned committed on a connection of its own already.
+        if commit and session.in_transaction():
+            await session.commit()
+    except BaseException as exc:
+        if commit and session.in_transaction():
+            await session.rollback()
+        translated = translate_error(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+
+
+@asynccontextmanager
+async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncIterator[bool]:
+    """One service read; yields whether the service owns the transaction.
+
+    An owned read that used the session ends the session's transaction, which returns its
+    connection to the pool (the hot-path reads of ``Backend`` do not use the session).
+    """
+    own = owns_transaction(session, commit=commit)
+    try:
+        yield own
+        if own and session.in_transaction():
+            await session.commit()
+    except BaseException as exc:
+        if own and session.in_transaction():
+            await session.rollback()
+        translated = translate_error(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
 
 
 @asynccontextmanager

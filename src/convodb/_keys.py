@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from ._cursor import decode_cursor, encode_cursor
-from ._dialect import translate_error
+from ._db import read_transaction, write_transaction
 from ._ids import new_id
 from ._records import Page
 from ._types import DateTimeUTC, utcnow
@@ -226,26 +226,8 @@ class ApiKeyService:
             next_cursor = encode_cursor("api-keys", t=last.created_at.isoformat(), i=last.id)
         return Page(items=items, next_cursor=next_cursor)
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[None]:
-        try:
-            yield
-            if self._commit:
-                await self.session.commit()
-        except BaseException as exc:
-            if self._commit:
-                await self.session.rollback()
-            translated = translate_error(exc)
-            if translated is not None:
-                raise translated from exc
-            raise
+    def _write(self) -> AbstractAsyncContextManager[None]:
+        return write_transaction(self.session, commit=self._commit)
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            translated = translate_error(exc)
-            if translated is not None:
-                raise translated from exc
-            raise
+    def _read(self) -> AbstractAsyncContextManager[bool]:
+        return read_transaction(self.session, commit=self._commit)

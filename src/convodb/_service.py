@@ -23,18 +23,19 @@ transaction and the caller commits or rolls back.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import _statements as sql
 from ._cursor import decode_cursor, encode_cursor
-from ._dialect import Backend, backend_for, translate_error
+from ._db import owns_transaction, read_transaction, write_transaction
+from ._dialect import Backend, backend_for
 from ._ids import new_id
 from ._records import (
     NewMessage,
@@ -633,56 +634,14 @@ class ConversationService:
         last_seq, upto_seq, text = rows[0][:3]
         return int(last_seq), int(upto_seq or 0), text
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[None]:
-        """One write transaction: committed here in ``commit`` mode, driver errors translated."""
-        try:
-            yield
-            # A hot-path append the service owns committed on its own connection already.
-            if self._commit and self.session.in_transaction():
-                await self.session.commit()
-        except BaseException as exc:
-            if self._commit and self.session.in_transaction():
-                await self.session.rollback()
-            translated = translate_error(exc)
-            if translated is not None:
-                raise translated from exc
-            raise
+    def _write(self) -> AbstractAsyncContextManager[None]:
+        return write_transaction(self.session, commit=self._commit)
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[bool]:
-        """Reads; yields whether the service owns the transaction (see :meth:`_owns`).
-
-        An owned read that used the session ends the session's transaction, which returns
-        its connection to the pool (the hot-path reads of ``Backend`` do not use the session).
-        """
-        own = self._owns()
-        try:
-            yield own
-            if own and self.session.in_transaction():
-                await self.session.commit()
-        except Exception as exc:
-            if own and self.session.in_transaction():
-                await self.session.rollback()
-            translated = translate_error(exc)
-            if translated is not None:
-                raise translated from exc
-            raise
+    def _read(self) -> AbstractAsyncContextManager[bool]:
+        return read_transaction(self.session, commit=self._commit)
 
     def _owns(self) -> bool:
-        """Whether this call opens and ends its own transaction.
-
-        True in ``commit`` mode when the session is not in a transaction yet: then a single
-        statement may run outside any transaction (see ``Backend``). Otherwise the call joins
-        the session's transaction.
-        """
-        # A session bound to a connection (the "join an external transaction" recipe) may be
-        # inside a transaction it does not know of: never own anything there.
-        return (
-            self._commit
-            and not self.session.in_transaction()
-            and isinstance(self.session.bind, AsyncEngine)
-        )
+        return owns_transaction(self.session, commit=self._commit)
 
     @property
     def _backend(self) -> Backend:
