@@ -10,6 +10,7 @@ import convodb
 
 def test_exported_members() -> None:
     assert convodb.__all__ == [
+        "CONVERSATION_ID_PATTERN",
         "DEFAULT_DATABASE_URL",
         "FORMATS",
         "ROLES",

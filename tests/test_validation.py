@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -318,3 +319,20 @@ async def test_bad_order_and_after_seq_are_rejected(service: ConversationService
 def test_every_error_is_a_convodb_error() -> None:
     assert issubclass(LimitExceededError, ValidationError)
     assert issubclass(ValidationError, ConvodbError) and issubclass(ValidationError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [*BAD_IDS.values(), "a", "A" * 64, "0193a8c2-7d4e-7b1a-9c3f-2e5d8a1b4c6f", "x.y:z_1"],
+)
+def test_published_id_pattern_agrees_with_the_check(candidate: Any) -> None:
+    from convodb import CONVERSATION_ID_PATTERN
+    from convodb._validation import check_conversation_id
+
+    matches = isinstance(candidate, str) and re.search(CONVERSATION_ID_PATTERN, candidate)
+    try:
+        check_conversation_id(candidate)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == bool(matches)

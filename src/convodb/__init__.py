@@ -32,7 +32,7 @@ from ._records import (
     ToolCall,
 )
 from ._service import ConversationService
-from ._validation import Limits
+from ._validation import CONVERSATION_ID_PATTERN, Limits
 from .errors import (
     ConflictError,
     ContextBudgetError,
@@ -51,6 +51,7 @@ from .history import AgentInput, Window, WindowBuilder, select_window
 from .tokens import TokenCounter, default_counter
 
 __all__ = [
+    "CONVERSATION_ID_PATTERN",
     "DEFAULT_DATABASE_URL",
     "FORMATS",
     "ROLES",

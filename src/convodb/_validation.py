@@ -19,9 +19,11 @@ from ._models import ID_LENGTH, KEY_LENGTH, ROLES, TITLE_LENGTH, TOOL_FIELD_LENG
 from ._records import NewMessage, ToolCall
 from .errors import LimitExceededError, ValidationError
 
-__all__ = ["Limits", "MessageInput"]
+__all__ = ["CONVERSATION_ID_PATTERN", "Limits", "MessageInput"]
 
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+CONVERSATION_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._:-]{{0,{ID_LENGTH - 1}}}$"
+"""What a conversation id looks like (an interface may publish it, e.g. in an API schema)."""
+_ID_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _MESSAGE_KEYS = frozenset(
     {"role", "content", "tool_calls", "tool_name", "tool_call_id", "metadata", "key"}
 )
@@ -91,7 +93,7 @@ def check_conversation_id(value: object, field: str = "conversation_id") -> str:
         raise LimitExceededError(
             field, f"is {len(value)} characters; the limit is {ID_LENGTH}", limit=ID_LENGTH
         )
-    if not _ID_PATTERN.fullmatch(value):
+    if not _ID_CHARACTERS.fullmatch(value):
         raise ValidationError(
             field,
             "must start with a letter or digit and contain only letters, digits, '.', '_', "

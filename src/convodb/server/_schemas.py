@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+import convodb
 from convodb import AgentInput, StoredConversation, StoredMessage, StoredSummary
 
 __all__ = [
@@ -36,7 +37,8 @@ __all__ = [
     "summary_out",
 ]
 
-CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+# The store's rule, published in the OpenAPI schema; the service checks it either way.
+CONVERSATION_ID_PATTERN = convodb.CONVERSATION_ID_PATTERN
 """The service's conversation id rule (``convodb._validation.check_conversation_id``)."""
 
 _CONVERSATION_EXAMPLE: dict[str, JsonValue] = {
