@@ -142,18 +142,16 @@ def owns_transaction(session: AsyncSession, *, commit: bool) -> bool:
 async def write_transaction(session: AsyncSession, *, commit: bool) -> AsyncIterator[None]:
     """One service write: committed here in ``commit`` mode, rolled back on any error
     (cancellation included), driver errors translated into convodb's."""
-    try:
-        yield
-        # A hot-path write the service owned committed on a connection of its own already.
-        if commit and session.in_transaction():
-            await session.commit()
-    except BaseException as exc:
-        if commit and session.in_transaction():
-            await session.rollback()
-        translated = translate_error(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
+    async with _translated():
+        try:
+            yield
+            # A hot-path write the service owned committed on a connection of its own already.
+            if commit and session.in_transaction():
+                await session.commit()
+        except BaseException:
+            if commit and session.in_transaction():
+                await session.rollback()
+            raise
 
 
 @asynccontextmanager
@@ -164,25 +162,23 @@ async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncItera
     connection to the pool (the hot-path reads of ``Backend`` do not use the session).
     """
     own = owns_transaction(session, commit=commit)
-    try:
-        yield own
-        if own and session.in_transaction():
-            await session.commit()
-    except BaseException as exc:
-        if own and session.in_transaction():
-            await session.rollback()
-        translated = translate_error(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
+    async with _translated():
+        try:
+            yield own
+            if own and session.in_transaction():
+                await session.commit()
+        except BaseException:
+            if own and session.in_transaction():
+                await session.rollback()
+            raise
 
 
 @asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
-    """Driver errors as convodb's errors, where convodb has a type for them."""
+    """Driver errors (SQLAlchemy's or the driver's own) as convodb's, where it has a type."""
     try:
         yield
-    except (DBAPIError, OSError) as exc:
+    except Exception as exc:
         translated = translate_error(exc)
         if translated is None:
             raise
