@@ -190,5 +190,82 @@ def render(results: dict[str, Any]) -> str:
         parts.append("convodb misses: " + ("; ".join(misses) if misses else "none"))
     http = results.get("http")
     if http:
-        parts.append(f"\n## HTTP\n{http.get('note') or http}")
+        parts.append(render_http(http))
     return "\n".join(parts)
+
+
+HTTP_TARGET = 0.6
+"""convodb serve's requests/s as a ratio to the minimal FastAPI + raw-driver endpoint."""
+HTTP_ROWS: tuple[tuple[str, str], ...] = (
+    ("append_1", "append 1 msg"),
+    ("append_10", "append 10 msgs"),
+    ("agent_input_50", "agent-input 50"),
+)
+
+
+def render_http(http: dict[str, Any]) -> str:
+    """The ``## HTTP`` table: convodb serve against the yardstick, per database."""
+    if "note" in http:
+        return f"\n## HTTP\n{http['note']}"
+    sizes = http["sizes"]
+    head = (
+        f"\n## HTTP\nconvodb serve vs a minimal FastAPI + raw-driver endpoint (yardstick), "
+        f"uvicorn 1 worker each on 127.0.0.1, {http['clients']} concurrent aiohttp clients in "
+        f"the benchmark process; medians of {sizes['rounds']} rounds of <= "
+        f"{sizes['requests']} requests / {sizes['cap_s']} s; agent-input on "
+        f"{sizes['history']}-message conversations"
+    )
+    headers = ["db", "workload", "yardstick rps", "convodb rps", "target", "ok"]
+    headers += ["yardstick p50/p99 ms", "convodb p50/p99 ms", "errors"]
+    rows: list[list[str]] = []
+    misses: list[str] = []
+    for dialect, data in http["results"].items():
+        if "error" in data:
+            rows.append([dialect, "failed: " + data["error"], "", "", "", "", "", "", ""])
+            misses.append(f"{dialect}: failed")
+            continue
+        for workload, label in HTTP_ROWS:
+            ys = data.get(workload, {}).get("yardstick", {})
+            cv = data.get(workload, {}).get("convodb", {})
+            ratio = cv["rps"] / ys["rps"] if ys.get("rps") and cv.get("rps") else math.nan
+            good = ratio >= HTTP_TARGET
+            if not good:
+                misses.append(f"{dialect} {label} {ratio:.2f}x (target >={HTTP_TARGET}x)")
+            rows.append(
+                [
+                    dialect,
+                    label,
+                    _fmt(ys.get("rps")),
+                    f"{_fmt(cv.get('rps'))} ({_ratio(cv.get('rps'), ys.get('rps'))})",
+                    f">={HTTP_TARGET}x",
+                    "yes" if good else "MISS",
+                    f"{_fmt(ys.get('p50_ms'))} / {_fmt(ys.get('p99_ms'))}",
+                    f"{_fmt(cv.get('p50_ms'))} / {_fmt(cv.get('p99_ms'))} "
+                    f"({_ratio(cv.get('p99_ms'), ys.get('p99_ms'))} p99)",
+                    f"{ys.get('errors', '?')}/{cv.get('errors', '?')}",
+                ]
+            )
+        floor = data.get("floor", {}).get("yardstick", {})
+        if floor:
+            rows.append(
+                [
+                    dialect,
+                    "floor: GET /healthz",
+                    _fmt(floor.get("rps")),
+                    "(no database)",
+                    "",
+                    "",
+                    f"{_fmt(floor.get('p50_ms'))} / {_fmt(floor.get('p99_ms'))}",
+                    "",
+                    f"{floor.get('errors', '?')}/-",
+                ]
+            )
+    return "\n".join(
+        [
+            head,
+            _table(headers, rows),
+            "errors: yardstick/convodb, failed or wrong responses (all rounds); "
+            "floor: uvicorn + FastAPI + this client, no database",
+            "convodb HTTP misses: " + ("; ".join(misses) if misses else "none"),
+        ]
+    )
