@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from convodb import ConversationService, ConvodbError, Database
@@ -117,20 +118,28 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         app.add_exception_handler(error, handle_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    def get_database(request: Request) -> Database:
+    # Dependencies are async: FastAPI runs a plain `def` dependency in its thread pool, a
+    # thread hop on every request.
+    async def get_database(request: Request) -> Database:
         db: Database | None = request.app.state.database
         if db is None:  # pragma: no cover - only when a server skips the lifespan
             raise RuntimeError("create_app(database=None) needs its lifespan to run")
         return db
 
-    async def get_user(request: Request, db: Annotated[Database, Depends(get_database)]) -> str:
-        return await authenticator.user(request, db)
-
-    async def get_service(
+    async def get_session(
         db: Annotated[Database, Depends(get_database)],
-    ) -> AsyncIterator[ConversationService]:
+    ) -> AsyncIterator[AsyncSession]:
+        """One session per request, shared by authentication and the service."""
         async with db.session() as session:
-            yield ConversationService(session, limits=settings.limits)
+            yield session
+
+    Session = Annotated[AsyncSession, Depends(get_session)]
+
+    async def get_user(request: Request, session: Session) -> str:
+        return await authenticator.user(request, session)
+
+    async def get_service(session: Session) -> ConversationService:
+        return ConversationService(session, limits=settings.limits)
 
     User = Annotated[str, Depends(get_user)]
     Service = Annotated[ConversationService, Depends(get_service)]

@@ -20,8 +20,9 @@ from typing import Any
 
 import jwt
 from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from convodb import ApiKeyService, Database
+from convodb import ApiKeyService
 
 from ._problems import FORBIDDEN, UNAUTHORIZED, Problem
 from ._settings import USER_HEADER, Settings, is_loopback
@@ -99,7 +100,13 @@ class Authenticator:
         self.settings = settings
         self.jwt = _JwtVerifier.from_settings(settings)
 
-    async def user(self, request: Request, database: Database) -> str:
+    async def user(self, request: Request, session: AsyncSession) -> str:
+        """The request's user, from its credentials only.
+
+        Args:
+            request: the request.
+            session: the request's session, shared with the service it then calls.
+        """
         authorization = request.headers.get("authorization")
         named_user = request.headers.get(USER_HEADER)
         if authorization is None:
@@ -111,7 +118,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("the Authorization header must be 'Bearer <API key or JWT>'")
         if token.startswith(_API_KEY_PREFIX):
-            return await self._api_key_user(token, named_user, database)
+            return await self._api_key_user(token, named_user, session)
         if self.jwt is None:
             raise _unauthorized("this server does not accept JWTs; use an API key")
         user = self.jwt.user(token)
@@ -119,11 +126,10 @@ class Authenticator:
             raise Problem(FORBIDDEN, f"a JWT acts as its 'sub'; drop the {USER_HEADER} header")
         return user
 
-    async def _api_key_user(self, token: str, named_user: str | None, database: Database) -> str:
+    async def _api_key_user(self, token: str, named_user: str | None, session: AsyncSession) -> str:
         if not self.settings.api_keys:
             raise _unauthorized("this server does not accept API keys; use a JWT")
-        async with database.session() as session:
-            key = await ApiKeyService(session).verify(token)
+        key = await ApiKeyService(session).verify(token)
         if key is None:
             raise _unauthorized("unknown, revoked or malformed API key")
         if key.user_id is None:
