@@ -1,8 +1,8 @@
 """Every statement the database driver receives, whichever path sent it.
 
-convodb runs its hot path on the driver connection and the rest through SQLAlchemy, so the
-statements are captured at the driver: sqlite3's trace callback (SQL with values expanded)
-and asyncpg's query logger (SQL and arguments).
+convodb runs its hot path on driver connections of its own (or the session's) and the rest
+through SQLAlchemy, so the statements are captured at the driver: sqlite3's trace callback
+(SQL with values expanded) and asyncpg's query logger (SQL and arguments).
 """
 
 from __future__ import annotations
@@ -55,7 +55,16 @@ async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
         else:
             driver.add_query_logger(on_asyncpg)
 
-    await db.engine.dispose()
+    def on_driver_connect(driver: Any) -> None:  # the hot path's own connections
+        if sqlite:
+            driver.set_trace_callback(on_sqlite)
+        else:
+            driver.add_query_logger(on_asyncpg)
+
+    own = db._connections  # see convodb._drivers
+    await db.dispose()
+    if own is not None:
+        own.on_connect.append(on_driver_connect)
     event.listen(db.engine.sync_engine, "connect", on_connect)
     if not sqlite:
         event.listen(db.engine.sync_engine, "before_cursor_execute", on_sqlalchemy)
@@ -65,4 +74,6 @@ async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
         event.remove(db.engine.sync_engine, "connect", on_connect)
         if not sqlite:
             event.remove(db.engine.sync_engine, "before_cursor_execute", on_sqlalchemy)
-        await db.engine.dispose()
+        if own is not None:
+            own.on_connect.remove(on_driver_connect)
+        await db.dispose()

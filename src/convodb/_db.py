@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from ._dialect import async_url, configure_engine, engine_options, translate_error
+from ._dialect import (
+    async_url,
+    backend_for_engine,
+    configure_engine,
+    engine_options,
+    translate_error,
+)
+from ._drivers import driver_connections
 from ._models import conversations, tables
 from .errors import StoreUnavailableError
 
@@ -65,6 +72,15 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         configure_engine(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The hot path's own driver connections (see convodb._drivers), as many as the
+        # engine's pool may hold, unless the engine makes its connections some custom way.
+        self._connections = None
+        if not {"creator", "async_creator", "poolclass", "pool"} & set(options):
+            pool_size = options.get("pool_size", 5) + options.get("max_overflow", 10)
+            self._connections = driver_connections(
+                self.engine, options.get("connect_args", {}), max(pool_size, 1)
+            )
+            backend_for_engine(self.engine).connections = self._connections
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -120,7 +136,9 @@ class Database:
             raise StoreUnavailableError(f"the database is not ready: {exc.orig}") from exc
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (the next use opens new ones)."""
+        if self._connections is not None:
+            await self._connections.close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Select, Table, event
@@ -38,12 +39,14 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_
 
 from . import _statements as statements
+from ._drivers import DriverConnections, PgConnections, SqliteThreads
 from .errors import ConvodbError, MissingDependencyError, StoreBusyError, StoreUnavailableError
 
 __all__ = [
     "Backend",
     "async_url",
     "backend_for",
+    "backend_for_engine",
     "configure_engine",
     "engine_options",
     "translate_error",
@@ -191,8 +194,10 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
 # SQLAlchemy's execution events.
 #
 # "own" means the service owns the transaction (commit mode, session not in a transaction):
-# then the statements run on a pooled connection of their own, outside the session, and commit
-# there; the session is left untouched. Otherwise they run in the session's transaction.
+# then the statements run on a connection of their own, outside the session, and commit there;
+# the session is left untouched. That connection is one of the Database's driver connections
+# (convodb._drivers) when it has them, else one checked out of the engine's pool. Otherwise
+# they run in the session's transaction.
 
 
 class Backend:
@@ -203,6 +208,8 @@ class Backend:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._compiled: dict[int, _Compiled] = {}
+        self.connections: DriverConnections | None = None
+        """The hot path's own driver connections, set by ``Database``; ``None``: the engine's."""
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
@@ -302,10 +309,13 @@ class SQLiteBackend(Backend):
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
     ) -> list[Sequence[Any]]:
         compiled = self._compile(statement)
-        async with _driver(session, own=own) as driver:
-            return compiled.decode(
-                await driver.execute_fetchall(compiled.sql, compiled.args(params))
+        sql, args = compiled.sql, compiled.args(params)
+        if own and isinstance(self.connections, SqliteThreads):
+            return await self.connections.read(
+                lambda connection: compiled.decode(connection.execute(sql, args).fetchall())
             )
+        async with _driver(session, own=own) as driver:
+            return compiled.decode(await driver.execute_fetchall(sql, args))
 
     async def append(
         self,
@@ -317,6 +327,23 @@ class SQLiteBackend(Backend):
     ) -> int | None:
         bump, insert = self._compile(statements.BUMP_SEQ), self._compile(statements.INSERT_MESSAGES)
         now = self._bind(statements.conversations.c.updated_at, owner["now"])
+        if own and isinstance(self.connections, SqliteThreads):
+            bump_args = bump.args({**owner, "now": now, "n": len(rows)})
+
+            def append(connection: sqlite3.Connection) -> int | None:
+                # One thread hop for the whole transaction. BEGIN IMMEDIATE takes the write
+                # lock first (waiting up to the busy timeout for other processes).
+                connection.execute("BEGIN IMMEDIATE")
+                bumped = connection.execute(bump.sql, bump_args).fetchall()
+                if not bumped:
+                    connection.rollback()
+                    return None
+                last_seq = int(bumped[0][0])
+                connection.executemany(insert.sql, self._insert_args(insert, rows, last_seq))
+                connection.commit()
+                return last_seq
+
+            return await self.connections.write(append)
         async with _driver(session, own=own) as driver:
             try:
                 bumped = await driver.execute_fetchall(
@@ -379,7 +406,7 @@ class PostgresBackend(Backend):
         if not own:
             return await super().rows(session, statement, params, own=own)
         compiled = self._compile(statement)
-        async with _driver(session, own=True) as driver:
+        async with self._own_connection(session) as driver:
             return compiled.decode(await driver.fetch(compiled.sql, *compiled.args(params)))
 
     async def append(
@@ -395,11 +422,16 @@ class PostgresBackend(Backend):
         columns = [[row[name] for row in rows] for name in _PG_ARRAY_COLUMNS]
         for i in _PG_JSON_COLUMNS:
             columns[i] = [None if v is None else json.dumps(v) for v in columns[i]]
-        async with _driver(session, own=True) as driver:
+        async with self._own_connection(session) as driver:
             last_seq = await driver.fetchval(
                 _PG_APPEND, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
             )
         return None if last_seq is None else int(last_seq)
+
+    def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
+        if isinstance(self.connections, PgConnections):
+            return self.connections.connection()
+        return _driver(session, own=True)
 
 
 # The messages columns of _PG_APPEND's arrays, in its order ($5 ...); a test appends through it
@@ -462,7 +494,15 @@ _instances: weakref.WeakKeyDictionary[Dialect, Backend] = weakref.WeakKeyDiction
 
 def backend_for(session: AsyncSession) -> Backend:
     """The Backend for the session's database."""
-    dialect = session.get_bind().dialect
+    return _backend(session.get_bind().dialect)
+
+
+def backend_for_engine(engine: AsyncEngine) -> Backend:
+    """The Backend for the engine's database."""
+    return _backend(engine.dialect)
+
+
+def _backend(dialect: Dialect) -> Backend:
     backend = _instances.get(dialect)
     if backend is None:
         if dialect.name not in _BACKENDS:
