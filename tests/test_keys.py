@@ -87,3 +87,14 @@ async def test_invalid_user_or_name_is_a_validation_error(db: Database) -> None:
                 continue
             raise AssertionError(f"accepted {user!r}, {name!r}")
         assert (await keys.list_keys(include_revoked=True)).items == []
+
+
+async def test_verify_inside_the_callers_transaction_sees_its_uncommitted_key(
+    db: Database,
+) -> None:
+    async with db.session() as session, session.begin():
+        keys = ApiKeyService(session, commit=False)
+        created = await keys.create("alice")
+        assert await keys.verify(created.token) == created.key
+        await keys.revoke(created.key.id)
+        assert await keys.verify(created.token) is None

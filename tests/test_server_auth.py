@@ -198,6 +198,16 @@ async def test_revoked_key_and_wrong_secret_are_401(api: Api) -> None:
     assert_unauthorized(await whoami(api.client, bearer(token)))
 
 
+async def test_key_revoked_elsewhere_is_refused_on_its_next_request(api: Api) -> None:
+    token = await api.key("alice")
+    for _ in range(3):  # the key has verified before: nothing may remember that
+        assert (await whoami(api.client, bearer(token))).status_code == 201
+    key_id = token.split("_")[1]
+    async with api.db.session() as session:
+        assert await ApiKeyService(session).revoke(key_id) is not None
+    assert_unauthorized(await whoami(api.client, bearer(token)))
+
+
 async def test_dev_mode_accepts_loopback_requests_without_credentials(db: Database) -> None:
     app = create_app(Settings(dev=True), database=db)
     async with make_client(app) as client:

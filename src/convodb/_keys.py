@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, String, Table, and_, or_, select, update
+from sqlalchemy import Column, String, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from ._cursor import decode_cursor, encode_cursor
 from ._db import read_transaction, write_transaction
+from ._dialect import backend_for
 from ._ids import new_id
 from ._records import Page
 from ._types import DateTimeUTC, utcnow
@@ -74,6 +75,10 @@ _COLUMNS = (
     api_keys.c.created_at,
     api_keys.c.revoked_at,
 )
+# The per-request lookup, one module-level statement: the hot path compiles it once per
+# dialect and, when the caller owns the transaction, runs it on the Database's own driver
+# connections (one round trip in autocommit on PostgreSQL, one thread hop on SQLite).
+_VERIFY = select(*_COLUMNS, api_keys.c.secret_hash).where(api_keys.c.id == bindparam("id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +173,18 @@ class ApiKeyService:
         if parsed is None:
             return None
         key_id, secret = parsed
-        statement = select(*_COLUMNS, api_keys.c.secret_hash).where(api_keys.c.id == key_id)
-        async with self._read():
-            row = (await self.session.execute(statement)).one_or_none()
-        stored_digest = _DUMMY_DIGEST if row is None else row.secret_hash
+        # Read on every call, never cached: a revoked key fails its very next request.
+        async with self._read() as own:
+            rows = await backend_for(self.session).rows(
+                self.session, _VERIFY, {"id": key_id}, own=own
+            )
+        row = rows[0] if rows else None
+        stored_digest = _DUMMY_DIGEST if row is None else row[-1]
         matches = hmac.compare_digest(_digest(secret), stored_digest)
-        if row is None or not matches or row.revoked_at is not None:
+        if row is None or not matches:
             return None
-        return StoredApiKey(*row[: len(_COLUMNS)])
+        key = StoredApiKey(*row[:-1])
+        return None if key.revoked_at is not None else key
 
     async def revoke(self, key_id: str) -> StoredApiKey | None:
         """Revoke a key: it stops working at once. Revoking twice keeps the first time.
