@@ -7,12 +7,12 @@ always the authenticated one (see ``_auth``), never taken from the path or the b
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from convodb import ConversationService, ConvodbError, Database
@@ -57,6 +57,7 @@ from ._schemas import (
     message_out,
     summary_out,
 )
+from ._session import SessionMiddleware, request_session
 from ._settings import USER_HEADER, Settings
 
 __all__ = ["create_app"]
@@ -66,6 +67,14 @@ logger = logging.getLogger("convodb.server")
 API_VERSION = "1"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 PROBLEM_REF = "#/components/schemas/Problem"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a ``/v1`` request acts as, and the service it calls, on the request's session."""
+
+    user: str
+    service: ConversationService
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -117,6 +126,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     for error in (ConvodbError, HTTPException, RequestValidationError, Exception):
         app.add_exception_handler(error, handle_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SessionMiddleware)
 
     # Dependencies are async: FastAPI runs a plain `def` dependency in its thread pool, a
     # thread hop on every request.
@@ -126,23 +136,16 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             raise RuntimeError("create_app(database=None) needs its lifespan to run")
         return db
 
-    async def get_session(
-        db: Annotated[Database, Depends(get_database)],
-    ) -> AsyncIterator[AsyncSession]:
-        """One session per request, shared by authentication and the service."""
-        async with db.session() as session:
-            yield session
+    async def get_caller(request: Request) -> Caller:
+        """Authentication, then the service; one session shared by both (see ``_session``).
 
-    Session = Annotated[AsyncSession, Depends(get_session)]
+        One dependency, not a chain: each dependency FastAPI solves costs time per request.
+        """
+        session = request_session(request, await get_database(request))
+        user = await authenticator.user(request, session)
+        return Caller(user, ConversationService(session, limits=settings.limits))
 
-    async def get_user(request: Request, session: Session) -> str:
-        return await authenticator.user(request, session)
-
-    async def get_service(session: Session) -> ConversationService:
-        return ConversationService(session, limits=settings.limits)
-
-    User = Annotated[str, Depends(get_user)]
-    Service = Annotated[ConversationService, Depends(get_service)]
+    Authenticated = Annotated[Caller, Depends(get_caller)]
     ConversationId = Annotated[
         str,
         Path(
@@ -160,10 +163,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         Query(max_length=1024, description="`next_cursor` of the previous page."),
     ]
 
-    v1 = APIRouter(prefix="/v1")
-
-    @v1.post(
-        "/conversations",
+    # Routes go on the app itself, their paths spelled out: an included APIRouter adds a
+    # layer that matches every request against its routes twice.
+    @app.post(
+        "/v1/conversations",
         status_code=201,
         response_model=ConversationOut,
         tags=["conversations"],
@@ -171,69 +174,69 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         responses=_v1(BAD_REQUEST, BODY_TOO_LARGE),
     )
     async def create_conversation(
-        user: User,
-        service: Service,
+        caller: Authenticated,
         response: Response,
         body: Annotated[ConversationCreate | None, Body()] = None,
     ) -> dict[str, Any]:
         """Create a conversation owned by the caller. Its id is a new time-ordered UUID."""
         body = body or ConversationCreate()
-        conversation = await service.create_conversation(
-            user, title=body.title, metadata=body.metadata
+        conversation = await caller.service.create_conversation(
+            caller.user, title=body.title, metadata=body.metadata
         )
         response.headers["Location"] = f"/v1/conversations/{conversation.id}"
         return conversation_out(conversation)
 
-    @v1.get(
-        "/conversations",
+    @app.get(
+        "/v1/conversations",
         response_model=ConversationPage,
         tags=["conversations"],
         summary="List conversations",
         responses=_v1(),
     )
     async def list_conversations(
-        user: User, service: Service, limit: Limit = 50, cursor: Cursor = None
+        caller: Authenticated, limit: Limit = 50, cursor: Cursor = None
     ) -> dict[str, Any]:
         """The caller's conversations, most recently active first, one page at a time."""
-        page = await service.list_conversations(user, limit=limit, cursor=cursor)
+        page = await caller.service.list_conversations(caller.user, limit=limit, cursor=cursor)
         return {
             "items": [conversation_out(c) for c in page.items],
             "next_cursor": page.next_cursor,
         }
 
-    @v1.get(
-        "/conversations/{conversation_id}",
+    @app.get(
+        "/v1/conversations/{conversation_id}",
         response_model=ConversationOut,
         tags=["conversations"],
         summary="Get a conversation",
         responses=_v1(CONVERSATION_NOT_FOUND),
     )
     async def get_conversation(
-        user: User, service: Service, conversation_id: ConversationId
+        caller: Authenticated, conversation_id: ConversationId
     ) -> dict[str, Any]:
         """One conversation. Another user's conversation is a 404, exactly like a missing one."""
-        return conversation_out(await service.get_conversation(conversation_id, user))
+        return conversation_out(await caller.service.get_conversation(conversation_id, caller.user))
 
-    @v1.patch(
-        "/conversations/{conversation_id}",
+    @app.patch(
+        "/v1/conversations/{conversation_id}",
         response_model=ConversationOut,
         tags=["conversations"],
         summary="Update a conversation",
         responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, BODY_TOO_LARGE),
     )
     async def update_conversation(
-        user: User,
-        service: Service,
+        caller: Authenticated,
         conversation_id: ConversationId,
         body: ConversationUpdate,
     ) -> dict[str, Any]:
         """Change the title and/or replace the metadata; fields left out are kept."""
         changes = {name: getattr(body, name) for name in body.model_fields_set}
-        conversation = await service.update_conversation(conversation_id, user, **changes)
+        conversation = await caller.service.update_conversation(
+            conversation_id, caller.user, **changes
+        )
         return conversation_out(conversation)
 
-    @v1.delete(
-        "/conversations/{conversation_id}",
+    @app.delete(
+        "/v1/conversations/{conversation_id}",
         status_code=204,
         response_class=Response,
         tags=["conversations"],
@@ -241,14 +244,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         responses=_v1(CONVERSATION_NOT_FOUND),
     )
     async def delete_conversation(
-        user: User, service: Service, conversation_id: ConversationId
+        caller: Authenticated, conversation_id: ConversationId
     ) -> Response:
         """Delete the conversation and all its messages."""
-        await service.delete_conversation(conversation_id, user)
+        await caller.service.delete_conversation(conversation_id, caller.user)
         return Response(status_code=204)
 
-    @v1.post(
-        "/conversations/{conversation_id}/messages",
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages",
         status_code=201,
         response_model=AppendResponse,
         tags=["messages"],
@@ -256,8 +259,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE, BODY_TOO_LARGE),
     )
     async def append_messages(
-        user: User,
-        service: Service,
+        caller: Authenticated,
         conversation_id: ConversationId,
         body: AppendRequest,
         idempotency_key: Annotated[
@@ -274,21 +276,20 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     ) -> dict[str, Any]:
         """Append a batch atomically: every message is stored, in order, or none is."""
         messages = [m.model_dump(exclude_unset=True) for m in body.messages]
-        stored = await service.save_conversation_messages(
-            conversation_id, user, messages, idempotency_key=idempotency_key
+        stored = await caller.service.save_conversation_messages(
+            conversation_id, caller.user, messages, idempotency_key=idempotency_key
         )
         return {"messages": [message_out(m) for m in stored]}
 
-    @v1.get(
-        "/conversations/{conversation_id}/messages",
+    @app.get(
+        "/v1/conversations/{conversation_id}/messages",
         response_model=MessagePage,
         tags=["messages"],
         summary="Read messages",
         responses=_v1(CONVERSATION_NOT_FOUND),
     )
     async def list_messages(
-        user: User,
-        service: Service,
+        caller: Authenticated,
         conversation_id: ConversationId,
         limit: Limit = 100,
         order: Annotated[
@@ -307,21 +308,25 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         ] = None,
     ) -> dict[str, Any]:
         """One page of the conversation's messages, in either direction, by cursor."""
-        page = await service.list_messages(
-            conversation_id, user, limit=limit, order=order, cursor=cursor, after_seq=after_seq
+        page = await caller.service.list_messages(
+            conversation_id,
+            caller.user,
+            limit=limit,
+            order=order,
+            cursor=cursor,
+            after_seq=after_seq,
         )
         return {"items": [message_out(m) for m in page.items], "next_cursor": page.next_cursor}
 
-    @v1.post(
-        "/conversations/{conversation_id}/agent-input",
+    @app.post(
+        "/v1/conversations/{conversation_id}/agent-input",
         response_model=AgentInputOut,
         tags=["agent input"],
         summary="Build the next model request",
         responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, BODY_TOO_LARGE, CONTEXT_BUDGET),
     )
     async def agent_input(
-        user: User,
-        service: Service,
+        caller: Authenticated,
         conversation_id: ConversationId,
         body: Annotated[AgentInputRequest | None, Body()] = None,
     ) -> dict[str, Any]:
@@ -332,9 +337,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         the prompt and message can be long).
         """
         body = body or AgentInputRequest()
-        result = await service.get_agent_input(
+        result = await caller.service.get_agent_input(
             conversation_id,
-            user,
+            caller.user,
             system_prompt=body.system_prompt,
             user_message=body.user_message,
             max_messages=body.max_messages,
@@ -343,8 +348,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         )
         return agent_input_out(result)
 
-    @v1.post(
-        "/conversations/{conversation_id}/summaries",
+    @app.post(
+        "/v1/conversations/{conversation_id}/summaries",
         status_code=201,
         response_model=SummaryOut,
         tags=["agent input"],
@@ -352,19 +357,21 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         responses=_v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, CONFLICT, BODY_TOO_LARGE),
     )
     async def save_summary(
-        user: User, service: Service, conversation_id: ConversationId, body: SummaryCreate
+        caller: Authenticated, conversation_id: ConversationId, body: SummaryCreate
     ) -> dict[str, Any]:
         """Store a summary you made of messages 1..`upto_seq`; agent input then starts with it.
 
         The messages stay stored and readable. A new summary must cover more than the last one
         (else 409).
         """
-        summary = await service.save_summary(
-            conversation_id, user, body.content, upto_seq=body.upto_seq, metadata=body.metadata
+        summary = await caller.service.save_summary(
+            conversation_id,
+            caller.user,
+            body.content,
+            upto_seq=body.upto_seq,
+            metadata=body.metadata,
         )
         return summary_out(summary)
-
-    app.include_router(v1)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
