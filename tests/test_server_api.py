@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from convodb import Database
 from convodb.server import create_app
+from convodb.server._schemas import (
+    AgentInputOut,
+    AppendResponse,
+    ConversationOut,
+    ConversationPage,
+    MessagePage,
+    SummaryOut,
+)
 from tests._http import Api, make_client, settings
 
 TOOL_TURN: list[dict[str, Any]] = [
@@ -322,3 +331,42 @@ async def test_summary_starts_later_agent_input_and_must_cover_more_each_time(ap
     assert_problem(again, 409, "conflict")
     beyond = await api.client.post(url, json={"content": "x", "upto_seq": 99}, headers=alice)
     assert assert_problem(beyond, 422, "invalid-input")["field"] == "upto_seq"
+
+
+async def test_every_response_is_exactly_its_documented_model_as_json(api: Api) -> None:
+    """Routes encode their dicts directly; each body must be what the model would send."""
+    alice = await api.auth("alice")
+    created = await api.client.post(
+        "/v1/conversations", json={"title": "Paris", "metadata": {"a": [1, "é"]}}, headers=alice
+    )
+    cid = created.json()["id"]
+    url = f"/v1/conversations/{cid}"
+    messages = {"messages": [*TOOL_TURN, {"role": "user", "content": "ok", "metadata": {"x": 1}}]}
+    summary = {"content": "Paris weather.", "upto_seq": 3}
+    agent_input = {"system_prompt": "Be brief.", "user_message": "And tomorrow?"}
+    responses: list[tuple[httpx.Response, type[BaseModel], int]] = [
+        (created, ConversationOut, 201),
+        (
+            await api.client.post(f"{url}/messages", json=messages, headers=alice),
+            AppendResponse,
+            201,
+        ),
+        (await api.client.get("/v1/conversations", headers=alice), ConversationPage, 200),
+        (await api.client.get(url, headers=alice), ConversationOut, 200),
+        (await api.client.patch(url, json={"title": "P"}, headers=alice), ConversationOut, 200),
+        (await api.client.get(f"{url}/messages", headers=alice), MessagePage, 200),
+        (await api.client.post(f"{url}/summaries", json=summary, headers=alice), SummaryOut, 201),
+    ]
+    for format in ("openai-chat", "openai-responses", "anthropic", "plain"):
+        response = await api.client.post(
+            f"{url}/agent-input", json={**agent_input, "format": format}, headers=alice
+        )
+        responses.append((response, AgentInputOut, 200))
+    for response, model, status in responses:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert model.model_validate_json(response.content).model_dump_json().encode() == (
+            response.content
+        ), model.__name__
+    stored = responses[1][0].json()["messages"]
+    assert stored[0]["created_at"].endswith("Z")
