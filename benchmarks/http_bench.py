@@ -501,7 +501,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("auth: yardstick token compare", ("user (benchmarks/http_yardstick.py",)),
     ("store: append", ("save_conversation_messages (", "append (benchmarks/http_yardstick.py")),
     ("store: agent-input", ("get_agent_input (", "agent_input (benchmarks/http_yardstick.py")),
-    ("session end (commit/close)", ("get_service (",)),
+    ("session end (rollback/close)", ("end_session (",)),
     ("response: validate + JSON", ("serialize_response (", "jsonable_encoder", "render (")),
     ("request: parse + validate", ("solve_dependencies (",)),
     ("other threads (thread pool, aiosqlite)", ("Thread._bootstrap",)),

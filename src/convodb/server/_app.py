@@ -269,7 +269,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         ] = None,
     ) -> Response:
         """Append a batch atomically: every message is stored, in order, or none is."""
-        messages = [m.model_dump(exclude_unset=True) for m in body.messages]
+        messages = body.model_dump(exclude_unset=True)["messages"]  # one call, not one a message
         stored = await caller.service.save_conversation_messages(
             conversation_id, caller.user, messages, idempotency_key=idempotency_key
         )

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convodb import Database
 
-__all__ = ["SessionMiddleware", "request_session"]
+__all__ = ["SessionMiddleware", "end_session", "request_session"]
 
 _SCOPE_KEY = "convodb.session"
 
@@ -51,7 +51,12 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
         finally:
             session: AsyncSession | None = scope[_SCOPE_KEY]
-            # Not in a transaction: it holds no connection and nothing to end (the check
-            # saves the greenlet round trips of a close on every request).
-            if session is not None and session.in_transaction():
-                await session.close()
+            if session is not None:
+                await end_session(session)
+
+
+async def end_session(session: AsyncSession) -> None:
+    """Roll back and release a session left in a transaction; otherwise there is nothing to
+    end (it holds no connection), and skipping the close saves its greenlet round trips."""
+    if session.in_transaction():
+        await session.close()
