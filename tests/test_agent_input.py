@@ -229,7 +229,8 @@ async def test_token_window_over_100000_messages_reads_a_bounded_number_of_rows(
     assert kept[-1].seq == total and len(kept) >= 400
     assert [m.seq for m in kept] == list(range(total - len(kept) + 1, total + 1))
     assert result.dropped == total - len(kept)
-    assert len(limits) <= 3 and sum(limits) <= 2_000, limits
+    # The first page shows the rows' token rate; the second is sized from it.
+    assert len(limits) <= 2 and sum(limits) <= 2_000, limits
 
 
 # -- compaction ---------------------------------------------------------------------------------

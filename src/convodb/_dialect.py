@@ -25,11 +25,11 @@ import contextlib
 import json
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Select, Table, event
+from sqlalchemy import JSON, Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import DBAPIError
@@ -272,7 +272,7 @@ class _Compiled:
         # Values fixed in the statement itself, e.g. the 1 of EXISTS (SELECT 1 ...).
         self.fixed = {k: b.value for k, b in compiled.binds.items() if not b.required}
         columns = getattr(statement, "selected_columns", ())
-        processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        processors = [_result_processor(c.type, dialect) for c in columns]
         self.decoders = [(i, p) for i, p in enumerate(processors) if p is not None]
 
     def args(self, params: dict[str, Any]) -> list[Any]:
@@ -290,6 +290,22 @@ class _Compiled:
                     values[i] = decoder(values[i])
             decoded.append(values)
         return decoded
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column type's own result processor; for SQLite JSON, one that knows ``{}``."""
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(
+        dialect, None
+    )
+    if processor is None or dialect.name != "sqlite" or not isinstance(type_, JSON):
+        return processor
+    parse = processor
+
+    def process(value: Any) -> Any:
+        # Most metadata is empty: skip the parser for it (a new dict each time: it's mutable).
+        return {} if value == "{}" else parse(value)
+
+    return process
 
 
 class SQLiteBackend(Backend):

@@ -187,7 +187,7 @@ async def _pg_codecs(connection: Any) -> None:
     await connection.set_type_codec(
         "jsonb",
         encoder=lambda s: b"\x01" + s.encode(),
-        decoder=lambda b: json.loads(b[1:].decode()),
+        decoder=lambda b: {} if b == b"\x01{}" else json.loads(b[1:].decode()),
         schema="pg_catalog",
         format="binary",
     )

@@ -483,8 +483,19 @@ class ConversationService:
         budget_tokens = check_budget("max_tokens", max_tokens, self.limits.max_window_tokens)
         system_prompt = check_prompt_text("system_prompt", system_prompt, self.limits)
         user_message = check_prompt_text("user_message", user_message, self.limits)
+        page = _first_page(budget_messages, budget_tokens)
         async with self._read() as own:
-            last_seq, floor, summary = await self._head(cid, uid, own=own)
+            backend, params = self._backend, {"cid": cid, "uid": uid, "n": page}
+            rows = await backend.rows(self.session, sql.WINDOW_START, params, own=own)
+            if rows:  # the common case: one statement found the head and the first page
+                last_seq, floor = int(rows[0][-2]), int(rows[0][-1])
+                summary = None
+                if floor:
+                    params = {"cid": cid, "uid": uid, "floor": floor}
+                    found = await backend.rows(self.session, sql.SUMMARY_AT, params, own=own)
+                    summary = found[0][0] if found else None
+            else:  # missing, not the user's, or nothing after the summary
+                last_seq, floor, summary = await self._head(cid, uid, own=own)
             builder = WindowBuilder(
                 max_messages=budget_messages,
                 max_tokens=budget_tokens,
@@ -493,15 +504,16 @@ class ConversationService:
                 user_message=user_message,
                 counter=self.token_counter,
             )
-            page = _first_page(budget_messages, budget_tokens)
-            before = last_seq + 1
-            while builder.needs_more and before - 1 > floor:
-                params = {"cid": cid, "uid": uid, "seq": before, "floor": floor, "n": page}
-                rows = await self._backend.rows(self.session, sql.BEFORE, params, own=own)
+            read = read_tokens = 0
+            while rows:
                 builder.feed(map(sql.message_record, rows))
-                if len(rows) < page:
+                if len(rows) < page or not builder.needs_more or rows[-1][2] - 1 <= floor:
                     break
-                before, page = rows[-1][2], min(page * 2, self.limits.max_page_size)
+                read += len(rows)
+                read_tokens += sum(row[10] or 0 for row in rows)
+                page = _next_page(builder, read, read_tokens, page, self.limits.max_page_size)
+                params = {"cid": cid, "uid": uid, "seq": rows[-1][2], "floor": floor, "n": page}
+                rows = await backend.rows(self.session, sql.BEFORE, params, own=own)
         return AgentInput.from_window(builder.finish(total=last_seq - floor), format)
 
     async def compact(
@@ -806,8 +818,19 @@ def _first_page(max_messages: int | None, max_tokens: int | None) -> int:
         # Slack for the tool results and orphans a window skips.
         return min(max_messages + 16, 1000)
     if max_tokens is not None:
-        return max(32, min(max_tokens // 32, 1000))  # ~32 tokens per message is typical chat
+        return max(32, min(max_tokens // 48, 1000))  # ~48 tokens per message is typical chat
     return 200
+
+
+def _next_page(builder: WindowBuilder, read: int, read_tokens: int, page: int, cap: int) -> int:
+    """Rows to read next for a window: what the rest of the token budget needs at the rate
+    seen so far, with slack (else twice the last page), at least 16 rows."""
+    wanted = page * 2
+    if (tokens_left := builder.tokens_left) is not None and read_tokens > 0:
+        wanted = int(tokens_left * read / read_tokens * 1.25) + 16
+    if (messages_left := builder.messages_left) is not None:
+        wanted = min(wanted, messages_left + 16)
+    return max(16, min(wanted, cap))
 
 
 def _previous_summary(cid: str, upto_seq: int, text: str) -> StoredMessage:

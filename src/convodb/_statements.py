@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, literal, select, update
+from sqlalchemy import and_, bindparam, func, literal, select, update
 
 from ._models import conversations, messages, summaries
 from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall
@@ -20,6 +20,7 @@ __all__ = [
     "BEFORE",
     "BUMP_SEQ",
     "CONV_COLUMNS",
+    "FLOOR",
     "HEAD",
     "INSERT_MESSAGES",
     "INSERT_SUMMARY",
@@ -30,7 +31,9 @@ __all__ = [
     "OWNED",
     "OWNED_EXISTS",
     "SELECT_CONVERSATION",
+    "SUMMARY_AT",
     "SUM_COLUMNS",
+    "WINDOW_START",
     "conversation_record",
     "conversations",
     "message_record",
@@ -147,6 +150,30 @@ HEAD = (
 )
 
 
+# The newest summary's upto_seq, 0 without one: where a window's history starts.
+FLOOR = (
+    select(func.coalesce(func.max(summaries.c.upto_seq), 0))
+    .where(summaries.c.conversation_id == bindparam("cid"))
+    .scalar_subquery()
+)
+# A window's first page, newest first, with what HEAD would say in two more columns (the
+# conversation's last_seq and FLOOR): one statement where HEAD and BEFORE took two. No rows:
+# the conversation is missing, not the user's, or has no message after its summary.
+WINDOW_START = (
+    select(*MSG_COLUMNS, conversations.c.last_seq, FLOOR)
+    .join_from(messages, conversations, conversations.c.id == messages.c.conversation_id)
+    .where(messages.c.conversation_id == bindparam("cid"), OWNED, messages.c.seq > FLOOR)
+    .order_by(messages.c.seq.desc())
+    .limit(bindparam("n"))
+)
+# The summary a window starts from (upto_seq = FLOOR, as read with WINDOW_START).
+SUMMARY_AT = select(summaries.c.content).where(
+    summaries.c.conversation_id == bindparam("cid"),
+    summaries.c.upto_seq == bindparam("floor"),
+    OWNED_EXISTS,
+)
+
+
 def conversation_record(row: Sequence[Any]) -> StoredConversation:
     return StoredConversation(*row)
 
@@ -165,6 +192,7 @@ def message_record(row: Sequence[Any]) -> StoredMessage:
         key,
         tokens,
         at,
+        *_,  # WINDOW_START's extra columns
     ) = row
     return StoredMessage(
         id_,

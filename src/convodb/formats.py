@@ -85,8 +85,8 @@ def _tool_calls(message: MessageLike) -> list[dict[str, str]]:
 def to_openai_chat(message: MessageLike) -> dict[str, Any]:
     """One message as an OpenAI Chat Completions message param."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
-    calls = _tool_calls(message)
-    if calls:
+    if getattr(message, "tool_calls", None):
+        calls = _tool_calls(message)
         out["tool_calls"] = [
             {
                 "id": c["id"],
@@ -169,8 +169,11 @@ def _arrange(messages: Iterable[MessageLike]) -> list[MessageLike]:
     Applies :class:`convodb.history.ToolGroups`, the rule windows use too: orphan results and
     calls lacking a result are dropped.
     """
+    messages = list(messages)
+    if not any(m.role == "tool" or getattr(m, "tool_calls", None) for m in messages):
+        return messages  # no calls or results: nothing to pair or drop
     pairing: ToolGroups[MessageLike] = ToolGroups()
-    groups = [g for m in reversed(list(messages)) if (g := pairing.push(m)) is not None]
+    groups = [g for m in reversed(messages) if (g := pairing.push(m)) is not None]
     return [m for group in reversed(groups) for m in group]
 
 

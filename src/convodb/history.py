@@ -70,16 +70,18 @@ class ToolGroups(Generic[M]):
         A plain message is a group of one; a call message with all its results is the call
         followed by its results in call order; a result waits for its call (``None``).
         """
-        if message.role == "tool":
+        role = message.role
+        if role == "tool":
             if message.tool_call_id is not None:
                 self._pending.setdefault(message.tool_call_id, message)
             return None
+        stored_calls = getattr(message, "tool_calls", None) if role == "assistant" else None
+        if not stored_calls:  # most messages: a group of one
+            return [message]
         calls = [
             c if isinstance(c, ToolCall) else ToolCall(c["id"], c["name"], c["arguments"])
-            for c in getattr(message, "tool_calls", None) or ()
+            for c in stored_calls
         ]
-        if message.role != "assistant" or not calls:
-            return [message]
         results = [self._pending.pop(c.id, None) for c in calls]
         if any(r is None for r in results):
             self.unanswered.extend(c for c, r in zip(calls, results, strict=True) if r is None)
@@ -202,6 +204,16 @@ class WindowBuilder:
         self._last_seq: int | None = None
 
     @property
+    def tokens_left(self) -> int | None:
+        """Tokens the budget still has room for; ``None`` without a token budget."""
+        return None if self._max_tokens is None else self._max_tokens - self._tokens
+
+    @property
+    def messages_left(self) -> int | None:
+        """Messages the budget still has room for; ``None`` without a message budget."""
+        return None if self._max_messages is None else self._max_messages - len(self._kept)
+
+    @property
     def needs_more(self) -> bool:
         """``False`` once the budget is full: older messages cannot join the window."""
         return not self._full
@@ -252,7 +264,8 @@ class WindowBuilder:
             self._seen += 1
             group = self._groups.push(message)
             if group is not None:
-                self._take(group, sum(self._cost(m) for m in group))
+                cost = self._cost(group[0]) if len(group) == 1 else sum(map(self._cost, group))
+                self._take(group, cost)
         return not self._full
 
     def finish(self, *, total: int | None = None) -> Window:
