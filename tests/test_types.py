@@ -38,10 +38,11 @@ def test_sqlite_round_trip_of_what_convodb_writes() -> None:
 
 
 def test_postgresql_values_are_utc_whatever_offset_the_driver_gives() -> None:
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     process = DateTimeUTC().dialect_impl(dialect).result_processor(dialect, None)
     assert process is not None
     assert process(MOMENT) is MOMENT  # asyncpg's timestamptz: already UTC, not copied
     plus_two = MOMENT.astimezone(timezone(timedelta(hours=2)))
-    assert process(plus_two) == MOMENT and process(plus_two).tzinfo is UTC
+    converted = process(plus_two)
+    assert converted == MOMENT and converted.tzinfo is UTC
     assert process(None) is None
