@@ -274,10 +274,36 @@ class _Compiled:
         columns = getattr(statement, "selected_columns", ())
         processors = [_result_processor(c.type, dialect) for c in columns]
         self.decoders = [(i, p) for i, p in enumerate(processors) if p is not None]
+        # The parameters' types' bind processors, for statements run with many rows (INSERT).
+        binders = [_bind_processor(compiled.binds[name].type, dialect) for name in self.names]
+        self.binders = [(i, b) for i, b in enumerate(binders) if b is not None]
+
+    def many_args(self, rows: Iterable[dict[str, Any]]) -> list[list[Any]]:
+        """Positional, bound values for ``executemany``. A value shared by every row (the
+        batch's timestamp) is bound once."""
+        names, binders = self.names, self.binders
+        out: list[list[Any]] = []
+        seen: dict[tuple[int, int], Any] = {}
+        for row in rows:
+            values = [row.get(name) for name in names]
+            for i, bind in binders:
+                value = values[i]
+                if value is not None:
+                    key = (i, id(value))
+                    if key not in seen:
+                        seen[key] = bind(value)
+                    values[i] = seen[key]
+            out.append(values)
+        return out
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        values = {**self.fixed, **params}
-        return [values[name] for name in self.names]
+        """Positional, bound values for one execution."""
+        merged = {**self.fixed, **params}
+        values = [merged[name] for name in self.names]
+        for i, bind in self.binders:
+            if values[i] is not None:
+                values[i] = bind(values[i])
+        return values
 
     def decode(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
         if not self.decoders:
@@ -290,6 +316,19 @@ class _Compiled:
                     values[i] = decoder(values[i])
             decoded.append(values)
         return decoded
+
+
+def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The type's own bind processor; for SQLite JSON, one that knows ``{}``."""
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    if processor is None or dialect.name != "sqlite" or not isinstance(type_, JSON):
+        return processor
+    serialize = processor
+
+    def process(value: Any) -> Any:
+        return "{}" if value == {} else serialize(value)
+
+    return process
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -342,9 +381,8 @@ class SQLiteBackend(Backend):
         own: bool,
     ) -> int | None:
         bump, insert = self._compile(statements.BUMP_SEQ), self._compile(statements.INSERT_MESSAGES)
-        now = self._bind(statements.conversations.c.updated_at, owner["now"])
         if own and isinstance(self.connections, SqliteThreads):
-            bump_args = bump.args({**owner, "now": now, "n": len(rows)})
+            bump_args = bump.args({**owner, "n": len(rows)})
 
             def append(connection: sqlite3.Connection) -> int | None:
                 # One thread hop for the whole transaction. BEGIN IMMEDIATE takes the write
@@ -363,7 +401,7 @@ class SQLiteBackend(Backend):
         async with _driver(session, own=own) as driver:
             try:
                 bumped = await driver.execute_fetchall(
-                    bump.sql, bump.args({**owner, "now": now, "n": len(rows)})
+                    bump.sql, bump.args({**owner, "n": len(rows)})
                 )
                 last_seq = int(next(iter(bumped))[0]) if bumped else None
                 if last_seq is not None:
@@ -378,26 +416,9 @@ class SQLiteBackend(Backend):
 
     def _insert_args(
         self, insert: _Compiled, rows: list[dict[str, Any]], last_seq: int
-    ) -> list[Any]:
-        columns = statements.messages.c
-        binds = [
-            columns[n].type.dialect_impl(self.dialect).bind_processor(self.dialect)
-            for n in insert.names
-        ]
+    ) -> list[list[Any]]:
         first = last_seq - len(rows) + 1
-        return [
-            [
-                bind(value) if bind is not None and value is not None else value
-                for bind, value in zip(
-                    binds, (first + i if n == "seq" else row[n] for n in insert.names), strict=True
-                )
-            ]
-            for i, row in enumerate(rows)
-        ]
-
-    def _bind(self, column: Any, value: Any) -> Any:
-        bind = column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
-        return bind(value) if bind is not None else value
+        return insert.many_args({**row, "seq": first + i} for i, row in enumerate(rows))
 
 
 class PostgresBackend(Backend):

@@ -241,7 +241,7 @@ def check_message(
             )
         if "role" not in message:
             raise ValidationError(f"{field}.role", "is required")
-        get = lambda name: message.get(name)  # noqa: E731
+        get = message.get
     else:
         raise ValidationError(
             field, f"must be a NewMessage or a mapping, not {type(message).__name__}"
