@@ -79,7 +79,7 @@ FULL = Sizes(
     growth_large=10_000,
     writers=20,
     per_writer=100,
-    rss_messages=100_000,
+    rss_messages=1_000_000,
     max_tokens=4000,
 )
 
@@ -215,7 +215,11 @@ class Bench:
             convodb = next((x for x in core if x.name == "convodb"), None)
             if convodb is not None:
                 out["memory"] = {
-                    "convodb": await w.memory(convodb, "m", s.rss_messages, 1000, s.cap_s * 40)
+                    # 100 messages per conversation: 10,000 conversations in the full run,
+                    # so that a cache per conversation would show.
+                    "convodb": await w.memory(
+                        convodb, "m", s.rss_messages, s.rss_messages // 100, s.cap_s * 60
+                    )
                 }
                 log(f"{dialect}: memory done")
         return out

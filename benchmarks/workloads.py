@@ -173,8 +173,9 @@ async def memory(
     store: Store, prefix: str, messages: int, conversations: int, cap_s: float
 ) -> Result:
     """Append ``messages`` in batches of 10 over many conversations, reading a latest-50
-    window after each batch; RSS sampled along the way. Growth is measured from the 20% mark
-    (after warm-up: pools, statement caches) to the end."""
+    window after each batch and a token-budget window after every tenth; RSS sampled along
+    the way. Growth is measured from the 20% mark (after warm-up: pools, statement caches) to
+    the end."""
     cids = [f"{prefix}{i:06d}" for i in range(conversations)]
     for cid in cids:
         await store.create(cid)
@@ -186,6 +187,8 @@ async def memory(
         cid = cids[b % conversations]
         await store.append(cid, _msgs(b * 10, 10))
         await store.latest(cid, 50)
+        if b % 10 == 0:
+            await store.window(cid, 2000)
         appended += 10
         if b % max(1, batches // 20) == 0:
             gc.collect()
