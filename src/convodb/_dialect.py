@@ -458,7 +458,7 @@ class PostgresBackend(Backend):
             return await super().append(session, owner, rows, own=own)
         columns = [[row[name] for row in rows] for name in _PG_ARRAY_COLUMNS]
         for i in _PG_JSON_COLUMNS:
-            columns[i] = [None if v is None else json.dumps(v) for v in columns[i]]
+            columns[i] = [_json_text(v) for v in columns[i]]
         async with self._own_connection(session) as driver:
             last_seq = await driver.fetchval(
                 _PG_APPEND, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
@@ -469,6 +469,12 @@ class PostgresBackend(Backend):
         if isinstance(self.connections, PgConnections):
             return self.connections.connection()
         return _driver(session, own=True)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return "{}" if value == {} else json.dumps(value)  # most metadata is empty
 
 
 # The messages columns of _PG_APPEND's arrays, in its order ($5 ...); a test appends through it

@@ -36,7 +36,7 @@ from . import _statements as sql
 from ._cursor import decode_cursor, encode_cursor
 from ._db import owns_transaction, read_transaction, write_transaction
 from ._dialect import Backend, backend_for
-from ._ids import new_id
+from ._ids import new_id, new_ids
 from ._records import (
     NewMessage,
     Page,
@@ -738,9 +738,10 @@ class ConversationService:
     ) -> list[StoredMessage]:
         """Reserve seqs for ``batch`` and insert it; ownership is proved by the same statement."""
         cid, now, count = owner["cid"], owner["now"], self.token_counter.count_message
+        ids = new_ids(len(batch))
         rows = [
             {
-                "id": new_id(),
+                "id": ids[i],
                 "conversation_id": cid,
                 "role": m.role,
                 "content": m.content,
@@ -752,7 +753,7 @@ class ConversationService:
                 "token_count": count(m),
                 "created_at": now,
             }
-            for m in batch
+            for i, m in enumerate(batch)
         ]
         last_seq = await self._backend.append(self.session, owner, rows, own=own)
         if last_seq is None:

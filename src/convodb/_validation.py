@@ -284,7 +284,9 @@ def check_message(
             if value is not None:
                 raise ValidationError(f"{field}.{name}", f"only tool messages carry it, not {role}")
 
-    size = len(content.encode("utf-8")) if content else 0
+    size = 0
+    if content:
+        size = len(content) if content.isascii() else len(content.encode("utf-8"))
     for call in tool_calls or ():
         size += sum(len(v.encode("utf-8")) for v in call.values())
     if size > limits.max_message_bytes:
