@@ -55,12 +55,19 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
+    runs = meta.get("runs")
     parts = [
         f"convodb benchmarks ({meta['mode']} run, {meta['date']}, {meta['cpu']}, "
         f"{meta['cores']} cores, Python {meta['python']}, {meta.get('seconds', '?')} s)",
         "value (ratio to raw); msg/s: higher is better, ms: lower is better; "
         "medians of rounds interleaved across stores",
     ]
+    if runs:
+        parts.insert(
+            1,
+            f"median of {len(runs)} runs: "
+            + ", ".join(f"{r['date']} ({r['seconds']} s)" for r in runs),
+        )
     for dialect, data in results["results"].items():
         if "skipped" in data:
             parts.append(f"\n## {dialect}: skipped: {data['skipped']}")

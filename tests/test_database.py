@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 from pathlib import Path
 
 import aiosqlite
@@ -217,3 +219,34 @@ async def test_delete_leaves_no_orphans_even_with_sqlite_foreign_keys_off(tmp_pa
             assert await service.get_summary("reused", "bob") is None
     finally:
         await engine.dispose()
+
+
+def _append_in_child(db: Database, cid: str) -> None:
+    async def work() -> None:
+        async with db.session() as session:
+            service = ConversationService(session)
+            await service.save_message(cid, "user", "from the child", user_id="alice")
+            history = await service.get_conversation_history(cid, "alice")
+        assert [m.content for m in history] == ["from the parent", "from the child"]
+
+    asyncio.run(work())
+
+
+async def test_a_forked_worker_uses_the_database_it_inherited(db: Database) -> None:
+    # A pre-forking server (gunicorn --preload) forks after the parent used the Database:
+    # the child must not wait on the parent's hot-path threads or share its connections.
+    async with db.session() as session:
+        service = ConversationService(session)
+        cid = (await service.create_conversation("alice")).id
+        await service.save_message(cid, "user", "from the parent", user_id="alice")
+    child = multiprocessing.get_context("fork").Process(target=_append_in_child, args=(db, cid))
+    child.start()
+    try:
+        await asyncio.to_thread(child.join, 60)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():  # hung: leave nothing behind
+            child.kill()
+    async with db.session() as session:
+        history = await ConversationService(session).get_conversation_history(cid, "alice")
+    assert [m.content for m in history] == ["from the parent", "from the child"]

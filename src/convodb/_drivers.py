@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -56,13 +57,13 @@ class SqliteThreads:
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the writer connection; it must end any transaction it begins."""
-        if self._writer is None:
+        if self._writer is None or self._writer.pid != os.getpid():
             self._writer = _Workers(1, self._connect, "convodb-sqlite-writer")
         return await self._writer.run(work)
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on a reader connection (autocommit: each SELECT sees the latest commit)."""
-        if self._readers is None:
+        if self._readers is None or self._readers.pid != os.getpid():
             self._readers = _Workers(self._readers_count, self._connect, "convodb-sqlite-reader")
         return await self._readers.run(work)
 
@@ -103,6 +104,9 @@ class _Workers:
     """
 
     def __init__(self, count: int, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self.pid = os.getpid()
+        """The process that started the threads: a forked child (a pre-forking server) has
+        none of them and starts its own."""
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         threads = [
             threading.Thread(
@@ -122,7 +126,10 @@ class _Workers:
 
     def stop(self) -> None:
         """Let the threads finish their queued work, then end them (blocks until they do)."""
-        self._finalizer()
+        if self.pid == os.getpid():
+            self._finalizer()
+        else:  # a forked child: the threads are the parent's
+            self._finalizer.detach()
 
 
 def _serve(
