@@ -247,6 +247,11 @@ async def test_a_forked_worker_uses_the_database_it_inherited(db: Database) -> N
     finally:
         if child.is_alive():  # hung: leave nothing behind
             child.kill()
-    async with db.session() as session:
-        history = await ConversationService(session).get_conversation_history(cid, "alice")
-    assert [m.content for m in history] == ["from the parent", "from the child"]
+    # The parent's own connections still work: the child neither used nor closed them.
+    for _ in range(3):
+        async with db.session() as session:
+            service = ConversationService(session)
+            history = await asyncio.wait_for(
+                service.get_conversation_history(cid, "alice"), timeout=30
+            )
+            assert [m.content for m in history] == ["from the parent", "from the child"]

@@ -186,7 +186,12 @@ async def test_append_returns_stored_messages_with_seq_and_id(
     assert [(m.seq, m.role, m.content) for m in stored] == [(1, "user", "a"), (2, "assistant", "b")]
     assert len({m.id for m in stored}) == 2
     assert stored == await service.get_conversation_history(cid, ALICE)
-    assert (await service.get_conversation(cid, ALICE)).last_seq == 2
+    # A batch of plain messages (no metadata, keys or tools) has a leaner statement on
+    # PostgreSQL: every column must read back the same.
+    plain = await service.save_conversation_messages(cid, ALICE, [user("c"), user("d")])
+    assert [m.metadata for m in plain] == [{}, {}]
+    assert stored + plain == await service.get_conversation_history(cid, ALICE)
+    assert (await service.get_conversation(cid, ALICE)).last_seq == 4
 
 
 # -- rule 4: another user's conversation looks missing -------------------------------------

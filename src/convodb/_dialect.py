@@ -456,12 +456,18 @@ class PostgresBackend(Backend):
     ) -> int | None:
         if not own:
             return await super().append(session, owner, rows, own=own)
-        columns = [[row[name] for row in rows] for name in _PG_ARRAY_COLUMNS]
-        for i in _PG_JSON_COLUMNS:
-            columns[i] = [_json_text(v) for v in columns[i]]
+        names: tuple[str, ...]
+        if all(_plain(row) for row in rows):  # most chat turns: send 4 arrays, not 9
+            statement, names = _PG_APPEND_PLAIN, _PG_PLAIN_COLUMNS
+        else:
+            statement, names = _PG_APPEND, _PG_ARRAY_COLUMNS
+        columns = [[row[name] for row in rows] for name in names]
+        for i, name in enumerate(names):
+            if name in _PG_JSON_COLUMNS:
+                columns[i] = [_json_text(v) for v in columns[i]]
         async with self._own_connection(session) as driver:
             last_seq = await driver.fetchval(
-                _PG_APPEND, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
+                statement, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
             )
         return None if last_seq is None else int(last_seq)
 
@@ -469,6 +475,17 @@ class PostgresBackend(Backend):
         if isinstance(self.connections, PgConnections):
             return self.connections.connection()
         return _driver(session, own=True)
+
+
+def _plain(row: dict[str, Any]) -> bool:
+    """No tool call, tool field, key or metadata: the columns _PG_APPEND_PLAIN leaves out."""
+    return (
+        row["tool_calls"] is None
+        and row["tool_name"] is None
+        and row["tool_call_id"] is None
+        and row["key"] is None
+        and row["metadata"] == {}
+    )
 
 
 def _json_text(value: Any) -> str | None:
@@ -490,7 +507,7 @@ _PG_ARRAY_COLUMNS = (
     "key",
     "token_count",
 )
-_PG_JSON_COLUMNS = (_PG_ARRAY_COLUMNS.index("tool_calls"), _PG_ARRAY_COLUMNS.index("metadata"))
+_PG_JSON_COLUMNS = ("tool_calls", "metadata")
 # $1 cid, $2 uid, $3 n, $4 now, then one array per column of _PG_ARRAY_COLUMNS.
 _PG_APPEND = """
 WITH c AS (
@@ -506,6 +523,24 @@ WITH c AS (
                    $11::text[], $12::text[], $13::int[])
             WITH ORDINALITY AS v(id, role, content, tool_calls, tool_name, tool_call_id,
                                  metadata, key, token_count, ord)
+)
+SELECT last_seq FROM c
+"""
+# The same for a batch of plain messages (see _plain): the other columns keep their defaults
+# (NULL) and metadata is the empty object. Store tests append plain batches on PostgreSQL and
+# read every column back.
+_PG_PLAIN_COLUMNS = ("id", "role", "content", "token_count")
+_PG_APPEND_PLAIN = """
+WITH c AS (
+    UPDATE conversations SET last_seq = last_seq + $3, updated_at = $4
+    WHERE id = $1 AND user_id = $2
+    RETURNING last_seq
+), ins AS (
+    INSERT INTO messages (conversation_id, seq, id, role, content, metadata, token_count,
+                          created_at)
+    SELECT $1, c.last_seq - $3 + v.ord, v.id, v.role, v.content, '{}'::jsonb, v.token_count, $4
+    FROM c, unnest($5::text[], $6::text[], $7::text[], $8::int[])
+            WITH ORDINALITY AS v(id, role, content, token_count, ord)
 )
 SELECT last_seq FROM c
 """

@@ -193,6 +193,8 @@ class PgConnections:
 
     def __init__(self, kwargs: dict[str, Any], *, max_size: int) -> None:
         self._kwargs, self._max_size = kwargs, max_size
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(max_size)
         self._idle: list[Any] = []
@@ -204,6 +206,8 @@ class PgConnections:
     async def connection(self) -> AsyncIterator[Any]:
         """An asyncpg connection in autocommit, returned to the pool after the block."""
         loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            self._forked()
         if self._loop is not loop:
             self._restart(loop)
         slots, generation = self._slots, self._generation
@@ -218,6 +222,13 @@ class PgConnections:
             self._give(connection, generation, reusable=True)
         finally:
             slots.release()
+
+    def _forked(self) -> None:
+        # A forked child shares its parent's sockets: closing one here would send the server
+        # a Terminate for the parent's session, and so would collecting it. Keep them, unused.
+        self._pid = os.getpid()
+        self._inherited.extend(self._idle)
+        self._idle, self._loop, self._generation = [], None, self._generation + 1
 
     def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
         for connection in self._idle:  # another loop's: they cannot be awaited here
