@@ -225,11 +225,15 @@ def _append_in_child(db: Database, cid: str) -> None:
     async def work() -> None:
         async with db.session() as session:
             service = ConversationService(session)
+            # The hot path (driver connections) and the engine's pool, which the parent used.
             await service.save_message(cid, "user", "from the child", user_id="alice")
             history = await service.get_conversation_history(cid, "alice")
+            conversation = await service.get_conversation(cid, "alice")
+            await service.update_conversation(cid, "alice", title="renamed by the child")
         assert [m.content for m in history] == ["from the parent", "from the child"]
+        assert conversation.last_seq == 2
 
-    asyncio.run(work())
+    asyncio.run(asyncio.wait_for(work(), timeout=30))
 
 
 async def test_a_forked_worker_uses_the_database_it_inherited(db: Database) -> None:
@@ -255,3 +259,5 @@ async def test_a_forked_worker_uses_the_database_it_inherited(db: Database) -> N
                 service.get_conversation_history(cid, "alice"), timeout=30
             )
             assert [m.content for m in history] == ["from the parent", "from the child"]
+            conversation = await asyncio.wait_for(service.get_conversation(cid, "alice"), 30)
+            assert conversation.title == "renamed by the child"

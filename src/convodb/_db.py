@@ -6,7 +6,9 @@ Nothing here is module-global except the lazily created default behind the seed'
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -24,12 +26,13 @@ from sqlalchemy.ext.asyncio import (
 
 from ._dialect import (
     async_url,
-    backend_for_engine,
     configure_engine,
+    engine_budget,
     engine_options,
+    register_backend,
     translate_error,
 )
-from ._drivers import driver_connections
+from ._drivers import Timeouts, driver_connections
 from ._models import conversations, tables
 from .errors import StoreUnavailableError
 
@@ -45,6 +48,11 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite:///convodb.db"
 """The embedded default: a SQLite file in the working directory."""
+DEFAULT_MAX_CONNECTIONS = 20
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_POOL_TIMEOUT = 10.0
+DEFAULT_STATEMENT_TIMEOUT = 30.0
+DEFAULT_IDLE_TIMEOUT = 300.0
 
 
 class Database:
@@ -60,27 +68,70 @@ class Database:
     Args:
         url: ``sqlite:///path.db`` (the default is ``./convodb.db``), or
             ``postgresql://user@host/db``; the async driver is chosen for you.
-        **engine_kwargs: passed to SQLAlchemy's ``create_async_engine``.
+        max_connections: the most connections this ``Database`` opens to PostgreSQL at once,
+            all pools together (a quarter for the engine's pool, the rest for the hot path's).
+            Mind the server's ``max_connections`` (100 by default) across processes. On
+            SQLite it bounds the engine's pool; the hot path has one writer and four reader
+            threads.
+        connect_timeout: seconds to wait for the server to accept a new connection.
+        pool_timeout: seconds to wait for a free pooled connection (connecting included).
+        statement_timeout: seconds one PostgreSQL statement may run (the server cancels it;
+            the client gives up on a server that does not answer a second later); ``None``
+            for no limit, e.g. for long operator work. SQLite waits for its lock up to its
+            busy timeout instead (30 s; ``?timeout=SECONDS`` in the URL).
+        idle_timeout: seconds after which an unused hot-path connection is closed.
+        **engine_kwargs: passed to SQLAlchemy's ``create_async_engine``; they override the
+            options above.
 
     Raises:
         MissingDependencyError: the database's driver extra is not installed.
+        ValueError: a setting is out of range.
     """
 
-    def __init__(self, url: str | URL = DEFAULT_DATABASE_URL, **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str | URL = DEFAULT_DATABASE_URL,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        **engine_kwargs: Any,
+    ) -> None:
         self.url = async_url(url)
-        options = engine_options(self.url) | engine_kwargs
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("pool_timeout", pool_timeout),
+            ("statement_timeout", statement_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"{name} must be a number of seconds > 0; got {value!r}")
+        _, hot_path_connections = engine_budget(max_connections)
+        self.timeouts = Timeouts(
+            connect=connect_timeout,
+            pool=pool_timeout,
+            statement=statement_timeout,
+            idle=idle_timeout,
+        )
+        options = engine_options(self.url, max_connections=max_connections, timeouts=self.timeouts)
+        options |= {**engine_kwargs, "connect_args": _merged_connect_args(options, engine_kwargs)}
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
-        configure_engine(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        # The hot path's own driver connections (see convodb._drivers), as many as the
-        # engine's pool may hold, unless the engine makes its connections some custom way.
+        # The hot path's own driver connections (see convodb._drivers), unless the engine
+        # makes its connections some custom way.
         self._connections = None
         if not {"creator", "async_creator", "poolclass", "pool"} & set(options):
-            pool_size = options.get("pool_size", 5) + options.get("max_overflow", 10)
             self._connections = driver_connections(
-                self.engine, options.get("connect_args", {}), max(pool_size, 1)
+                self.engine,
+                options.get("connect_args", {}),
+                max_size=hot_path_connections,
+                timeouts=self.timeouts,
             )
-            backend_for_engine(self.engine).connections = self._connections
+        self._backend = register_backend(self.engine, self._connections)
+        configure_engine(self.engine, self._backend)
+        _open_databases.add(self)
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -124,10 +175,11 @@ class Database:
                 await session.close()
 
     async def ping(self) -> None:
-        """Check that the database answers and holds convodb's schema.
+        """Check that the database answers and holds convodb's schema, within the timeouts.
 
         Raises:
             StoreUnavailableError: it cannot be reached, or the tables are missing.
+            StoreBusyError: no pooled connection was free in time.
         """
         try:
             async with _translated(), self.engine.connect() as conn:
@@ -139,7 +191,17 @@ class Database:
         """Close every pooled connection (the next use opens new ones)."""
         if self._connections is not None:
             await self._connections.close()
-        await self.engine.dispose()
+        # Connections made on an event loop that has ended cannot be closed on this one
+        # (asyncpg); they are let go instead.
+        loop = self._backend.engine_loop
+        await self.engine.dispose(close=loop is None or loop is asyncio.get_running_loop())
+
+    def _forked(self) -> None:
+        # In a forked child the engine's pooled connections are the parent's (their sockets,
+        # their aiosqlite threads, which the child does not have): forget them without closing
+        # them, as SQLAlchemy advises for multiprocessing. The hot path's own connections
+        # notice the new process themselves.
+        self.engine.sync_engine.dispose(close=False)
 
     async def __aenter__(self) -> Database:
         return self
@@ -151,6 +213,17 @@ class Database:
         tb: TracebackType | None,
     ) -> None:
         await self.dispose()
+
+
+def _merged_connect_args(options: dict[str, Any], engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The caller's ``connect_args`` over convodb's, server settings merged key by key (so
+    that an ``application_name`` does not drop the statement timeout)."""
+    ours: dict[str, Any] = options.get("connect_args", {})
+    theirs: dict[str, Any] = engine_kwargs.get("connect_args", {})
+    merged = {**ours, **theirs}
+    if "server_settings" in ours and "server_settings" in theirs:
+        merged["server_settings"] = {**ours["server_settings"], **theirs["server_settings"]}
+    return merged
 
 
 def _touched(session: AsyncSession) -> bool:
@@ -220,6 +293,15 @@ async def _translated() -> AsyncIterator[None]:
 
 
 _default: Database | None = None
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for database in list(_open_databases):
+        database._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_database_url() -> str:

@@ -9,6 +9,8 @@ The service never asks which database it runs on; it calls into this module, whi
   overrides it), foreign keys on (they are off by default and deletes cascade through them),
   ``synchronous=NORMAL`` (durable across process crashes; the documented pairing with WAL);
 - "insert unless the key exists", which each dialect spells differently;
+- how long to wait on the server (connect, pool checkout, statement), and how many
+  connections one ``Database`` may open;
 - which driver errors mean "busy, retry" or "unreachable", by SQLSTATE and SQLite error name,
   never by matching message text.
 
@@ -21,6 +23,7 @@ write that takes the lock, waiting up to the busy timeout, before anything is re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -31,24 +34,26 @@ from typing import Any
 
 from sqlalchemy import JSON, Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Dialect, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_
 
 from . import _statements as statements
-from ._drivers import DriverConnections, PgConnections, SqliteThreads
+from ._drivers import SQLITE_PRAGMAS, DriverConnections, PgPool, SqliteThreads, Timeouts
 from .errors import ConvodbError, MissingDependencyError, StoreBusyError, StoreUnavailableError
 
 __all__ = [
     "Backend",
     "async_url",
     "backend_for",
-    "backend_for_engine",
     "configure_engine",
+    "engine_budget",
     "engine_options",
+    "register_backend",
     "translate_error",
 ]
 
@@ -86,8 +91,21 @@ def async_url(url: str | URL) -> URL:
     return parsed.set(drivername=f"{backend}+{driver}")
 
 
-def engine_options(url: URL) -> dict[str, Any]:
+def engine_budget(max_connections: int) -> tuple[int, int]:
+    """How ``max_connections`` splits: ``(engine pool, hot-path pool)``.
+
+    The hot path (appends, reads, key lookups) gets most; the engine's pool serves the rest
+    (creating, listing, updating conversations, keyed appends, a caller's own transactions).
+    """
+    if not isinstance(max_connections, int) or max_connections < 2:
+        raise ValueError(f"max_connections must be an integer >= 2; got {max_connections!r}")
+    engine = max(1, max_connections // 4)
+    return engine, max_connections - engine
+
+
+def engine_options(url: URL, *, max_connections: int, timeouts: Timeouts) -> dict[str, Any]:
     """Keyword arguments for ``create_async_engine`` that the database needs."""
+    pool_size, _ = engine_budget(max_connections)
     if url.get_backend_name() == "sqlite":
         if url.database in (None, "", ":memory:"):
             # Every connection to :memory: is a new, empty database: share one connection.
@@ -97,27 +115,47 @@ def engine_options(url: URL) -> dict[str, Any]:
             # roll back what they began, the hot path commits or rolls back on the driver),
             # so the pool's extra ROLLBACK on each return would only cost a thread hop.
             "pool_reset_on_return": None,
-            # More pooled connections than SQLAlchemy's 5: an overflow connection is closed
-            # on return, and reopening one costs a new aiosqlite thread and the pragmas.
-            "pool_size": 20,
-            "max_overflow": 20,
+            "pool_size": pool_size,
+            "max_overflow": 0,
+            "pool_timeout": timeouts.pool,
         }
         if "timeout" not in url.query:  # sqlite3's busy timeout; ?timeout=SECONDS overrides
             options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
         return options
     if url.get_backend_name() == "postgresql":
-        # SQLAlchemy's default keeps 5 connections and closes every overflow connection on
-        # return: a server with more requests in flight reconnects (TCP, auth, type
-        # introspection, statement preparation) on most of them. Keep 20.
-        # No pool_pre_ping: on asyncpg it costs BEGIN, a ping and ROLLBACK on every checkout.
-        # A connection that died in the pool fails its first statement, is invalidated, and
-        # the caller gets StoreUnavailableError once; the next checkout opens a fresh one.
-        return {"pool_size": 20, "max_overflow": 20}
+        # A fixed pool (no overflow): an overflow connection is closed on return, and a server
+        # with more requests in flight would reconnect (TCP, auth, type introspection) on most
+        # of them. No pool_pre_ping: on asyncpg it costs BEGIN, a ping and ROLLBACK on every
+        # checkout. A connection that died in the pool fails its first statement, is
+        # invalidated, and the caller gets StoreUnavailableError once.
+        return {
+            "pool_size": pool_size,
+            "max_overflow": 0,
+            "pool_timeout": timeouts.pool,
+            "connect_args": {
+                "timeout": timeouts.connect,
+                "command_timeout": timeouts.command,
+                "server_settings": timeouts.server_settings(),
+            },
+        }
     return {}
 
 
-def configure_engine(engine: AsyncEngine) -> None:
-    """Install per-connection set-up (SQLite pragmas); a no-op for other databases."""
+def configure_engine(engine: AsyncEngine, backend: Backend) -> None:
+    """Install per-connection set-up (SQLite pragmas) and the translation of connect errors."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _connect_failed(context: Any) -> None:
+        # No connection: the error came from opening one. Whatever its SQLSTATE (55000: the
+        # database does not allow connections, 3D000: no such database, 28P01: bad password),
+        # the database cannot be used now, and no statement ran.
+        if context.connection is None and not context.is_pre_ping:
+            error = context.original_exception
+            if isinstance(error, Exception) and not isinstance(error, ConvodbError):
+                raise StoreUnavailableError(_connect_failure(error)) from error
+
+    if engine.dialect.name == "postgresql":
+        _one_loop_per_connection(engine, backend)
     if engine.dialect.name != "sqlite":
         return
     in_memory = engine.url.database in (None, "", ":memory:")
@@ -126,10 +164,10 @@ def configure_engine(engine: AsyncEngine) -> None:
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
+            for pragma in SQLITE_PRAGMAS:
+                # An in-memory database has no WAL; it ignores synchronous.
+                if not in_memory or "foreign_keys" in pragma:
+                    cursor.execute(pragma)
         finally:
             cursor.close()
 
@@ -146,15 +184,55 @@ def configure_engine(engine: AsyncEngine) -> None:
             await_(driver.rollback())
 
 
+_LOOP = "convodb.loop"
+
+
+def _one_loop_per_connection(engine: AsyncEngine, backend: Backend) -> None:
+    """Never hand out an asyncpg connection on an event loop other than the one it was made on.
+
+    asyncpg connections belong to their loop: after ``asyncio.run`` has returned, the pool's
+    connections are unusable on the next loop. A checkout on another loop gives the
+    connection up (the socket goes with the garbage collector: its loop is gone) and opens a
+    new one. aiosqlite connections answer on any loop and need none of this.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _remember_loop(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LOOP] = backend.engine_loop = asyncio.get_running_loop()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _same_loop(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get(_LOOP) is not asyncio.get_running_loop():
+            with contextlib.suppress(Exception):  # marks it closed; its loop cannot close it
+                dbapi_connection.driver_connection.terminate()
+            raise DisconnectionError("the connection belongs to another event loop")
+
+
 # SQLSTATE classes and codes (PostgreSQL appendix A)
 _PG_BUSY = {"40001", "40P01", "55P03", "57014"}  # serialization, deadlock, lock, cancelled
-_PG_UNAVAILABLE_CLASSES = {"08", "53", "57"}  # connection, resources, operator intervention
+# connection, invalid authorization, invalid catalog name (no such database), resources,
+# operator intervention
+_PG_UNAVAILABLE_CLASSES = {"08", "28", "3D", "53", "57"}
+
+
+def _connect_failure(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return f"the database refused the connection (SQLSTATE {sqlstate})"
+    if isinstance(orig, TimeoutError):
+        return "the database did not answer the connection attempt in time"
+    return f"the database cannot be reached ({type(orig).__name__})"
 
 
 def translate_error(exc: BaseException) -> ConvodbError | None:
     """The convodb error a driver error stands for, or ``None`` if it is a bug to surface."""
     if isinstance(exc, ConvodbError):  # ConversationNotFoundError is an OSError (PermissionError)
         return None
+    if isinstance(exc, PoolTimeoutError):  # every pooled connection stayed in use
+        return StoreBusyError("no free database connection in time; retry the operation")
+    if isinstance(exc, TimeoutError):  # asyncpg's command_timeout: no answer at all
+        return StoreUnavailableError("the database did not answer in time")
     if isinstance(exc, OSError):
         return StoreUnavailableError(f"the database cannot be reached: {exc}")
     # Hot paths run on the driver directly (see Backend), so its own errors arrive here too.
@@ -201,7 +279,7 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
 
 
 class Backend:
-    """How one database runs the hot path. One instance per SQLAlchemy dialect."""
+    """How one database runs the hot path. One instance per engine (see ``backend_for``)."""
 
     name = ""
 
@@ -210,6 +288,8 @@ class Backend:
         self._compiled: dict[int, _Compiled] = {}
         self.connections: DriverConnections | None = None
         """The hot path's own driver connections, set by ``Database``; ``None``: the engine's."""
+        self.engine_loop: asyncio.AbstractEventLoop | None = None
+        """The event loop of the engine's newest connection, where that matters (asyncpg)."""
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
@@ -472,7 +552,7 @@ class PostgresBackend(Backend):
         return None if last_seq is None else int(last_seq)
 
     def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
-        if isinstance(self.connections, PgConnections):
+        if isinstance(self.connections, PgPool):
             return self.connections.connection()
         return _driver(session, own=True)
 
@@ -566,24 +646,30 @@ async def _driver(session: AsyncSession, *, own: bool) -> AsyncIterator[Any]:
 
 
 _BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
-# One Backend per dialect instance (an engine's), gone with it.
-_instances: weakref.WeakKeyDictionary[Dialect, Backend] = weakref.WeakKeyDictionary()
+# The Backend of each engine (the sync Engine behind an AsyncEngine), gone with it: a Backend
+# holds the dialect and its driver connections, never the engine.
+_backends: weakref.WeakKeyDictionary[Engine, Backend] = weakref.WeakKeyDictionary()
+
+
+def register_backend(engine: AsyncEngine, connections: DriverConnections | None) -> Backend:
+    """Make the Backend of ``engine``, with the hot path's own driver connections."""
+    backend = _backends[engine.sync_engine] = _backend_class(engine.dialect)(engine.dialect)
+    backend.connections = connections
+    return backend
 
 
 def backend_for(session: AsyncSession) -> Backend:
-    """The Backend for the session's database."""
-    return _backend(session.get_bind().dialect)
-
-
-def backend_for_engine(engine: AsyncEngine) -> Backend:
-    """The Backend for the engine's database."""
-    return _backend(engine.dialect)
-
-
-def _backend(dialect: Dialect) -> Backend:
-    backend = _instances.get(dialect)
+    """The Backend for the session's database (one without driver connections when the
+    session's engine was not made by a ``Database``)."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    backend = _backends.get(engine)
     if backend is None:
-        if dialect.name not in _BACKENDS:
-            raise NotImplementedError(f"convodb does not support the {dialect.name!r} dialect")
-        backend = _instances[dialect] = _BACKENDS[dialect.name](dialect)
+        backend = _backends[engine] = _backend_class(engine.dialect)(engine.dialect)
     return backend
+
+
+def _backend_class(dialect: Dialect) -> type[Backend]:
+    if dialect.name not in _BACKENDS:
+        raise NotImplementedError(f"convodb does not support the {dialect.name!r} dialect")
+    return _BACKENDS[dialect.name]
