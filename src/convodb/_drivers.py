@@ -298,10 +298,11 @@ class PgPool:
         except BaseException as exc:
             if _is_server_error(exc):
                 raise
-            lost = connection.is_closed() or isinstance(
+            lost = _closed(connection) or isinstance(
                 exc, (OSError, _asyncpg().PostgresConnectionError)
             )
-            connection.terminate()
+            with contextlib.suppress(_asyncpg().InterfaceError):  # closed and released already
+                connection.terminate()
             if lost and isinstance(exc, Exception):
                 raise StoreUnavailableError(_lost(exc, self._timeouts)) from exc
             raise
@@ -367,6 +368,13 @@ def _is_server_error(exc: BaseException) -> bool:
     range for its type, after the statement was sent): only the server's carry a severity.
     """
     return isinstance(exc, _asyncpg().PostgresError) and exc.as_dict().get("severity") is not None
+
+
+def _closed(connection: Any) -> bool:
+    try:
+        return bool(connection.is_closed())
+    except _asyncpg().InterfaceError:  # a connection that closed is released at once
+        return True
 
 
 def _connect_failure(exc: BaseException, timeouts: Timeouts) -> str:
