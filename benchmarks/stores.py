@@ -382,7 +382,8 @@ class Convodb(Store):
         from convodb import ConversationService, Database
 
         self._service_type = ConversationService
-        self.db = Database(self.target.convodb_url, pool_size=IDLE, max_overflow=POOL_SIZE - IDLE)
+        # A hot-path pool of at least POOL_SIZE (three quarters of the budget; see Database).
+        self.db = Database(self.target.convodb_url, max_connections=POOL_SIZE * 4 // 3 + 1)
         await self.db.create_all()
 
     async def close(self) -> None:
