@@ -119,7 +119,12 @@ class StoreBusyError(ConvodbError):
 
 
 class StoreUnavailableError(ConvodbError):
-    """The database cannot be reached; nothing was stored."""
+    """The database cannot be reached, or stopped answering in time.
+
+    A write that fails so may still have been stored (the connection can drop after the
+    database committed): retry it with an idempotency key (``key``, ``idempotency_key``) to
+    store it exactly once.
+    """
 
 
 class MissingDependencyError(ConvodbError, ImportError):
