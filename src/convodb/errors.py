@@ -15,7 +15,7 @@ ConvodbError
 │   ├── ConversationExistsError           create with an id that is taken
 │   └── IdempotencyKeyReuseError          a message key reused for a different message
 ├── StoreBusyError                        transient contention (SQLite busy, deadlock): retry
-├── StoreUnavailableError                 the database cannot be reached
+├── StoreUnavailableError                 the database cannot be reached or timed out
 └── MissingDependencyError (ImportError)  an optional extra is not installed
 ```
 """
