@@ -8,6 +8,11 @@ that is fixed per type and a ``detail`` that says what to do. Validation problem
 convodb's errors map to problems by class, most specific first, in :data:`PROBLEMS`; the
 framework's own errors (unknown route, wrong method, malformed request, body too large) go
 through the same handler, so no error escapes as HTML or as a bare 500.
+
+What a client is told and what the server's log keeps differ for the database's faults: a
+``StoreBusyError`` or ``StoreUnavailableError`` carries the driver's text (host, port, database
+name, driver error names), which is the operator's business. The client gets the type's fixed
+``detail`` and a ``Retry-After``; the log gets the exception and its cause, once per request.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class ProblemType:
     name: str
     status: int
     title: str
+    detail: str | None = None
+    """The ``detail`` every client gets, when the error's own message is for the log only."""
+    retry_after: int | None = None
+    """Seconds sent as ``Retry-After``: when the same request may succeed if retried."""
 
     @property
     def uri(self) -> str:
@@ -73,8 +82,20 @@ INVALID_REQUEST = ProblemType("invalid-request", 422, "Request does not match th
 INVALID_INPUT = ProblemType("invalid-input", 422, "Invalid input")
 LIMIT_EXCEEDED = ProblemType("limit-exceeded", 422, "A limit was exceeded")
 CONTEXT_BUDGET = ProblemType("context-budget-exceeded", 422, "Token budget too small")
-STORE_BUSY = ProblemType("store-busy", 503, "Database busy; retry")
-STORE_UNAVAILABLE = ProblemType("store-unavailable", 503, "Database unavailable")
+STORE_BUSY = ProblemType(
+    "store-busy",
+    503,
+    "Database busy; retry",
+    detail="The database is busy with other writes; nothing was stored. Retry in a moment.",
+    retry_after=1,
+)
+STORE_UNAVAILABLE = ProblemType(
+    "store-unavailable",
+    503,
+    "Database unavailable",
+    detail="The database is unavailable; nothing was stored. Retry later.",
+    retry_after=5,
+)
 INTERNAL = ProblemType("internal-error", 500, "Internal server error")
 
 # convodb's errors, most specific class first: the first isinstance match wins.
@@ -157,6 +178,8 @@ def problem_response(
     if instance is not None:
         body["instance"] = instance
     body.update({k: v for k, v in extensions.items() if v is not None})
+    if kind.retry_after is not None:
+        headers = {"Retry-After": str(kind.retry_after), **(headers or {})}
     return JSONResponse(body, status_code=kind.status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -179,12 +202,23 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         if kind is INTERNAL:
             logger.error("unmapped convodb error on %s", instance, exc_info=exc)
             return problem_response(INTERNAL, "The server failed; see its log.", instance=instance)
-        headers = {"Retry-After": "1"} if kind is STORE_BUSY else None
+        if kind.detail is not None:
+            # The message (and its cause) name the database's host, driver and error: the
+            # operator's log gets them, the client the type's fixed detail.
+            logger.warning(
+                "%s %s answered %s %s: %s",
+                request.method,
+                instance,
+                kind.status,
+                kind.name,
+                exc,
+                exc_info=exc,
+            )
+            return problem_response(kind, kind.detail, instance=instance)
         return problem_response(
             kind,
             str(exc),
             instance=instance,
-            headers=headers,
             field=getattr(exc, "field", None),
             limit=getattr(exc, "limit", None),
         )
