@@ -58,13 +58,15 @@ def free_port() -> int:
         return port
 
 
-def cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``convodb ARGS`` as a real process."""
+def cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``convodb ARGS`` as a real process; raises if it runs longer than ``timeout``."""
     return subprocess.run(
         [sys.executable, "-m", "convodb.cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
         check=False,
     )

@@ -57,3 +57,11 @@ def test_dev_mode_says_so_loudly_and_refuses_a_public_interface(tmp_path: Path) 
     finally:
         stderr = server.stop()
     assert "DEV MODE: NO AUTHENTICATION" in stderr
+
+
+def test_serve_against_an_unreachable_database_fails_in_one_line() -> None:
+    env = {"CONVODB_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/convodb"}  # a closed port
+    result = cli("serve", "--port", str(free_port()), env=env, timeout=30)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: the database cannot be reached"), result.stderr

@@ -255,9 +255,14 @@ def serve(
             jwt_audience=jwt_audience,
             max_body_bytes=max_body_bytes,
         )
-        application = create_app(settings)
+        # The app's lifespan would create the tables at start-up, but uvicorn reports a failure
+        # there as a 130-line traceback. This command does it first instead, so a database
+        # that cannot be reached is one line through the CLI's one error handler, and exit 1.
+        application = create_app(settings.but(create_schema=False))  # reads the JWT key files
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
+    if settings.create_schema:
+        _run(lambda: _with_database(settings.database_url, _ready))
     if settings.dev:
         banner = "!" * 78
         typer.secho(
@@ -276,6 +281,10 @@ def serve(
     )
     sys.stderr.flush()
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level)
+
+
+async def _ready(db: Database) -> None:
+    """Nothing more to do: the database answered and has convodb's tables."""
 
 
 def _redacted(url: str) -> str:
