@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -190,6 +191,24 @@ async def test_idempotency_key_must_be_printable_ascii(api: Api) -> None:
     )
     body = assert_problem(response, 422, "invalid-request")
     assert "Idempotency-Key" in body["detail"]
+
+
+async def test_malformed_json_says_what_is_wrong_and_where(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    text = '{\n  "messages": [\n    {"role": "user" "content": "hi"}\n  ]\n}'
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        expected = f"{error.msg} at line {error.lineno}, column {error.colno}"
+    assert expected == "Expecting ',' delimiter at line 3, column 21"
+    malformed = await api.client.post(
+        url, content=text.encode(), headers={**alice, "content-type": "application/json"}
+    )
+    body = assert_problem(malformed, 400, "bad-request")
+    assert body["detail"] == f"the body is not valid JSON: {expected}"
+    assert body["errors"] == [{"location": "body", "message": expected}]
 
 
 async def test_malformed_json_is_400_and_schema_mismatch_is_422(api: Api) -> None:
