@@ -238,6 +238,19 @@ async def test_unknown_route_and_wrong_method_are_problems(api: Api) -> None:
     assert wrong.headers["allow"]
 
 
+async def test_an_empty_append_is_422_naming_messages_and_stores_nothing(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    for headers in (alice, {**alice, "Idempotency-Key": "empty"}):
+        response = await api.client.post(url, json={"messages": []}, headers=headers)
+        body = assert_problem(response, 422, "invalid-request")
+        assert [e["location"] for e in body["errors"]] == ["body.messages"]
+        assert body["detail"].startswith("body.messages: ")
+    conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
+    assert conversation["last_seq"] == 0
+
+
 async def test_body_over_the_limit_is_413_with_or_without_content_length(db: Database) -> None:
     app = create_app(settings(max_body_bytes=4096), database=db)
     async with make_client(app) as client:

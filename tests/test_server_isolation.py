@@ -27,7 +27,18 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
         "/v1/conversations/{cid}/messages",
         {"json": {"messages": [{"role": "user", "content": "hi from b"}]}},
     ),
-    ("POST", "/v1/conversations/{cid}/messages", {"json": {"messages": []}}),
+    (
+        "POST",
+        "/v1/conversations/{cid}/messages",
+        {
+            "json": {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"},
+                ]
+            }
+        },
+    ),
     ("POST", "/v1/conversations/{cid}/agent-input", {}),
     (
         "POST",

@@ -126,7 +126,10 @@ class AppendRequest(_Model):
         extra="forbid", json_schema_extra={"examples": [{"messages": _MESSAGES_IN_EXAMPLE}]}
     )
 
-    messages: list[MessageIn]
+    # At least one: an empty append over HTTP is a client bug (a turn that lost its messages),
+    # not a request to store nothing. The library's save_conversation_messages(..., []) stays
+    # a no-op returning [].
+    messages: list[MessageIn] = Field(min_length=1, description="One or more, in order.")
 
 
 class MessageOut(BaseModel):
