@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel
+from starlette.routing import Route
 
 from convodb import Database
 from convodb.server import create_app
@@ -249,6 +250,29 @@ async def test_an_empty_append_is_422_naming_messages_and_stores_nothing(api: Ap
         assert body["detail"].startswith("body.messages: ")
     conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
     assert conversation["last_seq"] == 0
+
+
+async def test_a_trailing_slash_is_a_404_problem_naming_the_path_on_every_route(api: Api) -> None:
+    alice = await api.auth("alice")
+    cid = (await new_conversation(api))["id"]
+    checked = 0
+    for route in api.app.routes:
+        if not isinstance(route, Route):  # the docs' asset mount serves files, not routes
+            continue
+        path = route.path.replace("{conversation_id}", cid)
+        for method in sorted(route.methods or ()):
+            response = await api.client.request(method, f"{path}/", headers=alice)
+            if method == "HEAD":
+                assert response.status_code == 404
+                continue
+            body = assert_problem(response, 404, "not-found")
+            assert body["detail"] == (
+                f"no route {path + '/'!r}: paths take no trailing slash; use {path!r}"
+            )
+            checked += 1
+    assert checked >= 14  # every /v1 operation, health, docs and the OpenAPI document
+    unknown = await api.client.get("/v1/nothing/", headers=alice)
+    assert "trailing slash" not in assert_problem(unknown, 404, "not-found")["detail"]
 
 
 async def test_body_over_the_limit_is_413_with_or_without_content_length(db: Database) -> None:

@@ -122,6 +122,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         summary="Conversation storage for LLM agents: ordered, per-user, atomic.",
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # One URL per resource: a path with a trailing slash is a 404 problem that names the
+        # right path, not an empty-bodied 307 (which clients follow by re-sending the body and
+        # the credentials, or not at all).
+        redirect_slashes=False,
     )
     app.state.database = database
     app.state.settings = settings

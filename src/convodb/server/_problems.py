@@ -26,6 +26,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from convodb.errors import (
     ConflictError,
@@ -210,6 +211,18 @@ def _validation_errors(exc: RequestValidationError) -> tuple[ProblemType, list[d
     return kind, errors
 
 
+def _not_found(request: Request) -> str:
+    """The 404 detail for a path no route serves; it names the path without a trailing slash
+    when that one exists (URLs never redirect: a 307 would re-send the credentials)."""
+    path = request.url.path
+    stripped = path.rstrip("/")
+    if stripped and stripped != path:
+        scope = {**request.scope, "path": stripped}
+        if any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes):
+            return f"no route {path!r}: paths take no trailing slash; use {stripped!r}"
+    return f"no route {path!r}; the endpoints are listed at /docs"
+
+
 async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     """The one exception handler: every error the app raises becomes a problem response."""
     instance = request.url.path
@@ -250,8 +263,9 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(kind, detail, instance=instance, errors=errors)
     if isinstance(exc, HTTPException):
         kind = _BY_STATUS.get(exc.status_code, BAD_REQUEST if exc.status_code < 500 else INTERNAL)
+        detail = _not_found(request) if kind is NOT_FOUND else str(exc.detail)
         return problem_response(
-            kind, str(exc.detail), instance=instance, headers=getattr(exc, "headers", None)
+            kind, detail, instance=instance, headers=getattr(exc, "headers", None)
         )
     logger.error("unhandled error on %s", instance, exc_info=exc)
     return problem_response(INTERNAL, "The server failed; see its log.", instance=instance)
