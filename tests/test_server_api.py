@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -273,6 +274,26 @@ async def test_a_trailing_slash_is_a_404_problem_naming_the_path_on_every_route(
     assert checked >= 14  # every /v1 operation, health, docs and the OpenAPI document
     unknown = await api.client.get("/v1/nothing/", headers=alice)
     assert "trailing slash" not in assert_problem(unknown, 404, "not-found")["detail"]
+
+
+async def test_docs_pages_load_their_assets_from_this_server(api: Api) -> None:
+    """/docs and /redoc work offline: every URL they reference is local and served."""
+    assets: set[str] = set()
+    for page in ("/docs", "/redoc"):
+        response = await api.client.get(page)
+        assert response.status_code == 200
+        html = response.text
+        assert not re.search(r"https?:", html), html  # no CDN, no fonts, no validator
+        urls = re.findall(r'(?:src|href|spec-url)="([^"]*)"', html)
+        assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+        assets.update(u for u in urls if u != "/openapi.json")
+    assert '"validatorUrl": null' in (await api.client.get("/docs")).text
+    assert len(assets) >= 4  # Swagger UI's script and style, ReDoc's script, the icon
+    for url in sorted(assets):
+        asset = await api.client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 100, url
+    assert (await api.client.get("/openapi.json")).status_code == 200
 
 
 async def test_body_over_the_limit_is_413_with_or_without_content_length(db: Database) -> None:

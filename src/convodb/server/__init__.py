@@ -17,6 +17,7 @@ from convodb.errors import MissingDependencyError
 
 try:
     import fastapi  # noqa: F401
+    import fastapi_offline  # noqa: F401
     import jwt  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise MissingDependencyError(exc.name or "fastapi", "server") from exc

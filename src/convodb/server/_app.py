@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
@@ -67,6 +68,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger("convodb.server")
 
 API_VERSION = "1"
+DOCS_ASSETS_URL = "/docs/assets"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 PROBLEM_REF = "#/components/schemas/Problem"
 
@@ -116,12 +118,18 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         finally:
             await owned.dispose()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from
+    # files shipped in the fastapi-offline package, not from a CDN, so they work offline.
+    app = FastAPIOffline(
         title="convodb",
         version=API_VERSION,
         summary="Conversation storage for LLM agents: ordered, per-user, atomic.",
         description=_DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
+        # Swagger UI would otherwise send the document's URL to swagger.io's online validator
+        # and load its badge from there.
+        swagger_ui_parameters={"validatorUrl": None},
         # One URL per resource: a path with a trailing slash is a 404 problem that names the
         # right path, not an empty-bodied 307 (which clients follow by re-sending the body and
         # the credentials, or not at all).
