@@ -227,6 +227,20 @@ def serve(
         int | None,
         typer.Option(envvar="CONVODB_MAX_BODY_BYTES", help="Largest request body (413 above)."),
     ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="CONVODB_BODY_TIMEOUT",
+            help="Seconds a request body may take to arrive (408 after). [default: 30]",
+        ),
+    ] = None,
+    keep_alive_timeout: Annotated[
+        int | None,
+        typer.Option(
+            envvar="CONVODB_KEEP_ALIVE_TIMEOUT",
+            help="Seconds an idle keep-alive connection stays open. [default: 5]",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Run the HTTP service.
@@ -254,6 +268,8 @@ def serve(
             jwt_issuer=jwt_issuer,
             jwt_audience=jwt_audience,
             max_body_bytes=max_body_bytes,
+            body_timeout=body_timeout,
+            keep_alive_timeout=keep_alive_timeout,
         )
         # The app's lifespan would create the tables at start-up, but uvicorn reports a failure
         # there as a 130-line traceback. This command does it first instead, so a database
@@ -280,7 +296,13 @@ def serve(
         err=True,
     )
     sys.stderr.flush()
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_keep_alive=settings.keep_alive_timeout,
+    )
 
 
 async def _ready(db: Database) -> None:

@@ -34,9 +34,11 @@ from ._problems import (
     INVALID_REQUEST,
     LIMIT_EXCEEDED,
     PROBLEM_JSON,
+    REQUEST_TIMEOUT,
     STORE_BUSY,
     STORE_UNAVAILABLE,
     UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
     ProblemType,
     handle_error,
 )
@@ -71,6 +73,8 @@ API_VERSION = "1"
 DOCS_ASSETS_URL = "/docs/assets"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 PROBLEM_REF = "#/components/schemas/Problem"
+# What an operation that reads a JSON body can answer about the body itself (see _body).
+BODY_PROBLEMS = (BAD_REQUEST, REQUEST_TIMEOUT, BODY_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     for error in (ConvodbError, HTTPException, RequestValidationError, Exception):
         app.add_exception_handler(error, handle_error)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout
+    )
     app.add_middleware(SessionMiddleware)
 
     # Dependencies are async: FastAPI runs a plain `def` dependency in its thread pool, a
@@ -184,7 +190,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         status_code=201,
         tags=["conversations"],
         summary="Create a conversation",
-        responses=_ok(ConversationOut, 201) | _v1(BAD_REQUEST, BODY_TOO_LARGE),
+        responses=_ok(ConversationOut, 201) | _v1(*BODY_PROBLEMS),
     )
     async def create_conversation(
         caller: Authenticated,
@@ -227,7 +233,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         "/v1/conversations/{conversation_id}",
         tags=["conversations"],
         summary="Update a conversation",
-        responses=_ok(ConversationOut) | _v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, BODY_TOO_LARGE),
+        responses=_ok(ConversationOut) | _v1(*BODY_PROBLEMS, CONVERSATION_NOT_FOUND),
     )
     async def update_conversation(
         caller: Authenticated,
@@ -262,7 +268,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         tags=["messages"],
         summary="Append messages",
         responses=_ok(AppendResponse, 201)
-        | _v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE, BODY_TOO_LARGE),
+        | _v1(*BODY_PROBLEMS, CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE),
     )
     async def append_messages(
         caller: Authenticated,
@@ -328,8 +334,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         "/v1/conversations/{conversation_id}/agent-input",
         tags=["agent input"],
         summary="Build the next model request",
-        responses=_ok(AgentInputOut)
-        | _v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, BODY_TOO_LARGE, CONTEXT_BUDGET),
+        responses=_ok(AgentInputOut) | _v1(*BODY_PROBLEMS, CONVERSATION_NOT_FOUND, CONTEXT_BUDGET),
     )
     async def agent_input(
         caller: Authenticated,
@@ -359,8 +364,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         status_code=201,
         tags=["agent input"],
         summary="Store a summary (compaction)",
-        responses=_ok(SummaryOut, 201)
-        | _v1(BAD_REQUEST, CONVERSATION_NOT_FOUND, CONFLICT, BODY_TOO_LARGE),
+        responses=_ok(SummaryOut, 201) | _v1(*BODY_PROBLEMS, CONVERSATION_NOT_FOUND, CONFLICT),
     )
     async def save_summary(
         caller: Authenticated, conversation_id: ConversationId, body: SummaryCreate

@@ -72,6 +72,7 @@ FORBIDDEN = ProblemType("forbidden", 403, "These credentials cannot do that")
 NOT_FOUND = ProblemType("not-found", 404, "No such resource")
 CONVERSATION_NOT_FOUND = ProblemType("conversation-not-found", 404, "Conversation not found")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
+REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "Request body too slow")
 CONFLICT = ProblemType("conflict", 409, "Conflict with stored data")
 CONVERSATION_EXISTS = ProblemType("conversation-exists", 409, "Conversation id already taken")
 IDEMPOTENCY_KEY_REUSE = ProblemType(
@@ -118,6 +119,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     NOT_FOUND,
     CONVERSATION_NOT_FOUND,
     METHOD_NOT_ALLOWED,
+    REQUEST_TIMEOUT,
     CONFLICT,
     CONVERSATION_EXISTS,
     IDEMPOTENCY_KEY_REUSE,
@@ -137,6 +139,7 @@ _BY_STATUS = {
     403: FORBIDDEN,
     404: NOT_FOUND,
     405: METHOD_NOT_ALLOWED,
+    408: REQUEST_TIMEOUT,
     413: BODY_TOO_LARGE,
     415: UNSUPPORTED_MEDIA_TYPE,
 }

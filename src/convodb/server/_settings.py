@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -14,6 +15,8 @@ from convodb import DEFAULT_DATABASE_URL, Limits
 __all__ = ["ENVIRONMENT", "Settings"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5  # uvicorn's own default
 USER_HEADER = "X-Convodb-User"
 
 # field -> environment variable; the one place the service's variables are named.
@@ -30,6 +33,8 @@ ENVIRONMENT: dict[str, str] = {
     "jwt_audience": "CONVODB_JWT_AUDIENCE",
     "jwt_leeway": "CONVODB_JWT_LEEWAY",
     "max_body_bytes": "CONVODB_MAX_BODY_BYTES",
+    "body_timeout": "CONVODB_BODY_TIMEOUT",
+    "keep_alive_timeout": "CONVODB_KEEP_ALIVE_TIMEOUT",
     "create_schema": "CONVODB_CREATE_SCHEMA",
 }
 _TRUE = {"1", "true", "yes", "on"}
@@ -72,6 +77,12 @@ class Settings:
     """Seconds of clock skew tolerated on ``exp``/``nbf``/``iat``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; larger ones get 413."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """Seconds a request body may take to arrive, from the app's first read of it; a slower
+    one gets 408 and its connection is closed."""
+    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT
+    """Seconds ``convodb serve`` keeps an idle HTTP/1.1 connection open between requests
+    (uvicorn's ``timeout_keep_alive``; another ASGI server has its own setting)."""
     create_schema: bool = True
     """Create convodb's tables at start-up where they do not exist yet."""
     limits: Limits = field(default_factory=Limits)
@@ -83,6 +94,10 @@ class Settings:
             raise ValueError("give jwt_public_key_file or jwt_jwks_file, not both")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if not (self.body_timeout > 0 and math.isfinite(self.body_timeout)):
+            raise ValueError("body_timeout must be a positive number of seconds")
+        if self.keep_alive_timeout < 1:
+            raise ValueError("keep_alive_timeout must be at least 1 second")
         if not (self.dev or self.api_keys or self.jwt_enabled):
             raise ValueError(
                 "no way to authenticate: enable API keys, configure a JWT key, or pass --dev"
