@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from convodb.cli._app import app
@@ -53,6 +56,53 @@ def test_keys_errors_are_one_line_and_exit_1(database_url: str) -> None:
     assert code == 1 and "--user USER or --service" in err
     code, _, err = invoke(database_url, "keys", "create", "--user", "a\x00b")
     assert code == 1 and "user_id" in err and "Traceback" not in err
+
+
+def test_keys_revoke_takes_a_whole_token_and_never_prints_its_secret(database_url: str) -> None:
+    code, token, _ = invoke(database_url, "keys", "create", "--user", "alice", "-q")
+    assert code == 0
+    token = token.strip()
+    key_id, secret = token.removeprefix("cdb_").split("_", 1)
+    code, out, err = invoke(database_url, "keys", "revoke", token)
+    assert code == 0, err
+    assert out.startswith(f"Revoked API key {key_id} ")
+    assert secret not in out + err
+
+    unknown = f"cdb_{'0' * 32}_{secret}"
+    code, out, err = invoke(database_url, "keys", "revoke", unknown)
+    assert code == 1
+    assert secret not in out + err
+    assert err.startswith(f"error: no API key with id '{'0' * 32}' (from the token cdb_{'0' * 32}_")
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    result = cli("--version")  # a real process: the console script's own metadata
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"convodb {version('convodb')}\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["init-db"],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
+    ],
+    ids=" ".join,
+)
+def test_help_shows_no_value_for_flags(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--help " in result.output
+    assert "<bool>" not in result.output
+    options = [m.group(1) for m in re.finditer(r"^  (-\S.*?)(?:  |$)", result.output, re.M)]
+    flags = {"--dev", "--api-keys / --no-api-keys", "--service", "-q, --quiet", "--all"}
+    for option in options:
+        assert option.endswith(">") != (option in flags | {"--help", "--version"}), option
 
 
 def test_init_db_creates_the_tables(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -29,15 +30,46 @@ __all__ = ["app"]
 
 T = TypeVar("T")
 
+# rich_markup_mode=None: Typer's rich help shows a type (``<bool>``) beside every flag, --help
+# included, and cuts long environment variable names at 80 columns; Click's plain layout has
+# neither fault.
 app = typer.Typer(
     name="convodb",
     help="Conversation storage for LLM agents: the HTTP service and its API keys.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(keys_app, name="keys")
+
+API_KEY_PREFIX = "cdb_"
+"""Tokens start with this (``cdb_<key id>_<secret>``): an argument that does is a token."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"convodb {version('convodb')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print convodb's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Conversation storage for LLM agents: the HTTP service and its API keys."""
+
 
 DatabaseUrl = Annotated[
     str,
@@ -170,10 +202,18 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id, as `convodb keys list` shows.")],
+    key_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY_ID",
+            help="The key's id, as `convodb keys list` shows; a whole token works too (only "
+            "its id is used).",
+        ),
+    ],
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
 ) -> None:
     """Revoke an API key: requests signed with it fail from now on."""
+    key_id, shown = _key_id(key_id)
 
     async def work(db: Database) -> StoredApiKey | None:
         async with db.session() as session:
@@ -181,8 +221,17 @@ def keys_revoke(
 
     revoked = _run(lambda: _with_database(database_url, work))
     if revoked is None:
-        raise _fail(f"no API key with id {key_id!r}; see: convodb keys list --all")
+        raise _fail(f"no API key with id {shown}; see: convodb keys list --all")
     typer.echo(f"Revoked API key {revoked.id} ({_when(revoked.revoked_at)}).")
+
+
+def _key_id(key: str) -> tuple[str, str]:
+    """The key id in ``key`` (an id, or a whole ``cdb_<id>_<secret>`` token), and how to show
+    it: never the secret, which is only ever printed once, by ``keys create``."""
+    if not key.startswith(API_KEY_PREFIX):
+        return key, repr(key)
+    key_id, _, _secret = key.removeprefix(API_KEY_PREFIX).partition("_")
+    return key_id, f"{key_id!r} (from the token {API_KEY_PREFIX}{key_id}_...)"
 
 
 @app.command("serve")
