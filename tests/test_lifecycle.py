@@ -194,7 +194,7 @@ async def test_a_full_pool_is_a_clean_error_in_bounded_time(postgres_url: str) -
             async with database.session() as session:
                 service = ConversationService(session)
                 started = time.monotonic()
-                with pytest.raises(StoreUnavailableError):  # the hot path's pool
+                with pytest.raises(StoreBusyError):  # the hot path's pool
                     await service.get_conversation_history(cid, "alice")
                 with pytest.raises(StoreBusyError):  # the engine's pool
                     await service.list_conversations("alice")

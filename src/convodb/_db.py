@@ -74,7 +74,7 @@ class Database:
             SQLite it bounds the engine's pool; the hot path has one writer and four reader
             threads.
         connect_timeout: seconds to wait for the server to accept a new connection.
-        pool_timeout: seconds to wait for a free pooled connection (connecting included).
+        pool_timeout: seconds to wait for a pooled connection to come free.
         statement_timeout: seconds one PostgreSQL statement may run (the server cancels it;
             the client gives up on a server that does not answer a second later); ``None``
             for no limit, e.g. for long operator work. SQLite waits for its lock up to its

@@ -43,7 +43,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.util import await_
 
 from . import _statements as statements
-from ._drivers import SQLITE_PRAGMAS, DriverConnections, PgPool, SqliteThreads, Timeouts
+from ._drivers import SQLITE_PRAGMAS, DriverConnections, PgConnections, SqliteThreads, Timeouts
 from .errors import ConvodbError, MissingDependencyError, StoreBusyError, StoreUnavailableError
 
 __all__ = [
@@ -152,6 +152,9 @@ def configure_engine(engine: AsyncEngine, backend: Backend) -> None:
         if context.connection is None and not context.is_pre_ping:
             error = context.original_exception
             if isinstance(error, Exception) and not isinstance(error, ConvodbError):
+                translated = translate_error(error)
+                if isinstance(translated, StoreBusyError):  # SQLite locked during set-up
+                    raise translated from error
                 raise StoreUnavailableError(_connect_failure(error)) from error
 
     if engine.dialect.name == "postgresql":
@@ -220,6 +223,9 @@ def _connect_failure(error: BaseException) -> str:
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate:
         return f"the database refused the connection (SQLSTATE {sqlstate})"
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    if sqlite_name:
+        return f"the database file cannot be opened ({sqlite_name}: {orig})"
     if isinstance(orig, TimeoutError):
         return "the database did not answer the connection attempt in time"
     return f"the database cannot be reached ({type(orig).__name__})"
@@ -552,7 +558,7 @@ class PostgresBackend(Backend):
         return None if last_seq is None else int(last_seq)
 
     def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
-        if isinstance(self.connections, PgPool):
+        if isinstance(self.connections, PgConnections):
             return self.connections.connection()
         return _driver(session, own=True)
 

@@ -13,8 +13,9 @@ driver connections beside its engine, used by ``convodb._dialect.Backend`` for o
   with the busy handler's sleeps; writers in other processes still wait on the lock up to the
   busy timeout. A cancelled caller cannot leave a transaction open: the thread always ends
   what it began (a cancelled append may still commit; the caller just does not hear of it).
-- PostgreSQL (:class:`PgPool`): asyncpg's own ``Pool``, with SQLAlchemy's JSON codecs, the
-  ``Database``'s timeouts and no reset query (see the class).
+- PostgreSQL (:class:`PgConnections`): a small pool of asyncpg connections with SQLAlchemy's
+  JSON codecs, the ``Database``'s timeouts and no reset query (see the class for why it is
+  not asyncpg's ``Pool``, and what it guarantees).
 
 Both open connections lazily, work on any event loop and in a forked child, and close them in
 ``close`` (``Database.dispose``), after which they open again on demand, as an engine's pool
@@ -39,9 +40,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .errors import StoreUnavailableError
+from .errors import StoreBusyError, StoreUnavailableError
 
-__all__ = ["SQLITE_PRAGMAS", "PgPool", "SqliteThreads", "Timeouts", "driver_connections"]
+__all__ = ["SQLITE_PRAGMAS", "PgConnections", "SqliteThreads", "Timeouts", "driver_connections"]
 
 T = TypeVar("T")
 
@@ -218,7 +219,7 @@ class Timeouts:
     connect: float
     """Opening one connection (TCP, TLS, authentication)."""
     pool: float
-    """Waiting for a connection from a pool, connecting included."""
+    """Waiting for a pooled connection to come free."""
     statement: float | None
     """One statement: the server cancels it after this long (``statement_timeout``), and the
     client gives up on a connection that has not answered a second after that."""
@@ -240,35 +241,49 @@ class Timeouts:
 _ANSWER_GRACE = 1.0
 
 
-class PgPool:
-    """The hot path's asyncpg connections: asyncpg's own ``Pool``, one per event loop.
+class PgConnections:
+    """The hot path's asyncpg connections: a small pool of convodb's own, per event loop.
 
-    asyncpg's pool handles what a hand-written one got wrong: a connection is never handed out
-    twice, a cancellation is waited for or the connection terminated, idle connections close
-    after ``Timeouts.idle``, and acquiring one waits at most ``Timeouts.pool``. Two things are
-    convodb's own:
+    asyncpg's ``Pool`` costs a task per release (a shield) and a timeout per acquire; on the
+    hot path that was more than the statement's own client-side work (see
+    ``benchmarks/results``). This pool keeps the guarantees that ``Pool`` gives:
 
-    - **No reset query on release.** The hot path runs single statements in autocommit and
-      leaves no session state, so the default reset (``RESET ALL``, ``UNLISTEN *``, ...) would
-      only cost a round trip per statement. Instead a connection on which anything but a server
-      error happened (a cancellation, a timeout, a lost connection, an argument the driver
-      refused after it had sent the statement) is terminated, never reused: such a connection
-      may be left mid-protocol, holding the statement's locks.
-    - **Loops and processes.** An asyncpg pool belongs to the event loop that made it. On
-      another loop (``asyncio.run`` twice) the old pool is terminated and a new one made; in a
-      forked child (a pre-forking server) the parent's pool is left untouched -- closing its
-      connections there would end the parent's sessions -- and the child makes its own.
+    - at most ``max_size`` connections; a caller waits up to ``Timeouts.pool`` for one to
+      come free (``StoreBusyError`` then), and ``Timeouts.connect`` for a new one to open;
+    - every statement runs under asyncpg's ``command_timeout`` and the server's
+      ``statement_timeout`` (``Timeouts.statement``);
+    - a connection is reused only after a clean exit or a server error (the server answered:
+      the connection is idle). One that saw anything else -- a cancellation, a timeout, a lost
+      connection, an argument asyncpg refused after it had sent the statement -- is
+      terminated, never reused: it may be mid-protocol, holding the statement's locks;
+    - idle connections are closed after ``Timeouts.idle``, newest reused first;
+    - connections belong to the event loop that opened them: on another loop (``asyncio.run``
+      twice) the pool starts afresh; in a forked child (a pre-forking server) the parent's
+      connections are kept unused -- closing them, even by the garbage collector, would end
+      the parent's sessions -- and the child opens its own;
+    - :meth:`close` closes the idle ones, and the ones in use when they come back.
 
-    Errors of the connection, not of the statement, are raised as ``StoreUnavailableError``.
+    It sends no reset query: the hot path runs single statements in autocommit and leaves no
+    session state behind. Errors of the connection, not of the statement, are raised as
+    ``StoreUnavailableError``.
     """
 
     def __init__(self, kwargs: dict[str, Any], *, max_size: int, timeouts: Timeouts) -> None:
-        self._kwargs, self._max_size, self._timeouts = kwargs, max_size, timeouts
-        self._pool: Any = None
-        self._ready: asyncio.Future[Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kwargs = {
+            **kwargs,
+            "timeout": timeouts.connect,
+            "command_timeout": timeouts.command,
+            "server_settings": {**timeouts.server_settings(), **kwargs.get("server_settings", {})},
+        }
+        self._max_size, self._timeouts = max_size, timeouts
         self._pid = os.getpid()
-        self._inherited: list[Any] = []  # a parent's pools, kept from the collector (see above)
+        self._inherited: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: list[tuple[Any, float]] = []  # (connection, when it came back), newest last
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._generation = 0  # moves on close and on a new loop: older connections retire
         self.on_connect: list[Callable[[Any], None]] = []
         """Called with each new asyncpg connection (tests log its queries so)."""
 
@@ -277,88 +292,137 @@ class PgPool:
         """An asyncpg connection in autocommit, returned to the pool after the block.
 
         Raises:
-            StoreUnavailableError: no connection within ``Timeouts.pool``, the server refused
-                one, or the connection was lost or timed out during the block.
+            StoreBusyError: every connection stayed in use for ``Timeouts.pool``.
+            StoreUnavailableError: a new connection could not be opened, or the connection was
+                lost or timed out during the block.
         """
-        pool = self._pool
-        if self._loop is not asyncio.get_running_loop() or self._pid != os.getpid():
-            pool = self._start()
-        ready = self._ready
-        assert ready is not None
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._pid != os.getpid():
+            self._restart(loop)
+        slots, generation = self._slots, self._generation
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self._timeouts.pool):
+                    await slots.acquire()
+            except TimeoutError:
+                raise StoreBusyError(
+                    f"all {self._max_size} database connections stayed in use for "
+                    f"{self._timeouts.pool:g} s; retry the operation"
+                ) from None
+        else:
+            await slots.acquire()  # a free slot: returns at once
         try:
-            if not ready.done():
-                await asyncio.shield(ready)
-            connection = await pool.acquire(timeout=self._timeouts.pool)
-        except (OSError, _asyncpg().PostgresError, _asyncpg().InterfaceError) as exc:
-            # TimeoutError is an OSError: a pool that stayed full, or a server that did not
-            # answer the connection attempt.
-            raise StoreUnavailableError(_connect_failure(exc, self._timeouts)) from exc
+            connection = await self._take()
+        except BaseException:
+            slots.release()
+            raise
+        reusable = False
         try:
             yield connection
+            reusable = True
         except BaseException as exc:
             if _is_server_error(exc):
+                reusable = True
                 raise
-            lost = _closed(connection) or isinstance(
+            lost = connection.is_closed() or isinstance(
                 exc, (OSError, _asyncpg().PostgresConnectionError)
             )
-            with contextlib.suppress(_asyncpg().InterfaceError):  # closed and released already
-                connection.terminate()
             if lost and isinstance(exc, Exception):
                 raise StoreUnavailableError(_lost(exc, self._timeouts)) from exc
             raise
         finally:
-            with contextlib.suppress(Exception):  # a terminated connection just goes back
-                await pool.release(connection, timeout=self._timeouts.pool)
+            self._give(connection, generation, reusable=reusable)
+            slots.release()
 
-    def _start(self) -> Any:
-        asyncpg = _asyncpg()
-        loop = asyncio.get_running_loop()
+    def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._pid != os.getpid():
+            # Another process's connections and timer: keep them, untouched (see above).
             self._pid = os.getpid()
-            if self._pool is not None:
-                self._inherited.append(self._pool)
-        elif self._pool is not None:
-            # Another loop's pool: its connections are unusable here. Marking them closed is
-            # all that can be done; their sockets go with the garbage collector.
-            with contextlib.suppress(Exception):
-                self._pool.terminate()
-        timeouts = self._timeouts
-        kwargs = dict(self._kwargs)
-        settings = {**timeouts.server_settings(), **kwargs.pop("server_settings", {})}
-        self._pool = asyncpg.create_pool(
-            min_size=0,
-            max_size=self._max_size,
-            max_inactive_connection_lifetime=timeouts.idle,
-            timeout=timeouts.connect,
-            command_timeout=timeouts.command,
-            server_settings=settings,
-            init=self._init_connection,
-            reset=_no_reset,
-            **kwargs,
-        )
-        self._loop = loop
-        self._ready = loop.create_task(_initialize(self._pool))
-        return self._pool
+            self._inherited.extend(connection for connection, _ in self._idle)
+        else:
+            # Another loop's: unusable here. Marking them closed is all that can be done;
+            # their sockets go with the garbage collector.
+            for connection, _ in self._idle:
+                with contextlib.suppress(Exception):
+                    connection.terminate()
+            if self._reaper is not None:
+                self._reaper.cancel()
+        self._loop, self._idle, self._reaper = loop, [], None
+        self._generation += 1
+        self._slots = asyncio.Semaphore(self._max_size)
 
-    async def _init_connection(self, connection: Any) -> None:
-        await _pg_codecs(connection)
-        for listener in self.on_connect:
-            listener(connection)
+    async def _take(self) -> Any:
+        while self._idle:
+            connection, _ = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+        asyncpg = _asyncpg()
+        try:
+            connection = await asyncpg.connect(**self._kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailableError(_connect_failure(exc, self._timeouts)) from exc
+        try:
+            await _pg_codecs(connection)
+            for listener in self.on_connect:
+                listener(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
+
+    def _give(self, connection: Any, generation: int, *, reusable: bool) -> None:
+        if (
+            reusable
+            and generation == self._generation
+            and not connection.is_closed()
+            and not connection.is_in_transaction()
+        ):
+            assert self._loop is not None
+            self._idle.append((connection, self._loop.time()))
+            if self._reaper is None:
+                self._reaper = self._loop.call_later(self._timeouts.idle, self._reap)
+        else:
+            connection.terminate()
+
+    def _reap(self) -> None:
+        """Close the connections idle for ``Timeouts.idle``; look again when the next is due."""
+        assert self._loop is not None
+        self._reaper = None
+        expired_before = self._loop.time() - self._timeouts.idle
+        expired = [c for c, at in self._idle if at <= expired_before]
+        self._idle = [(c, at) for c, at in self._idle if at > expired_before]
+        for connection in expired:
+            self._close_later(connection)
+        if self._idle:
+            due = self._idle[0][1] + self._timeouts.idle - self._loop.time()
+            self._reaper = self._loop.call_later(max(due, 0.0), self._reap)
+
+    def _close_later(self, connection: Any) -> None:
+        task = asyncio.ensure_future(_close(connection, self._timeouts.pool))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        """Close the pool's connections (waiting up to ``Timeouts.pool`` for ones in use);
-        the next use makes a new pool."""
-        pool, self._pool, self._loop, self._ready = self._pool, None, None, None
-        if pool is None:
-            return
+        """Close the idle connections; ones in use are closed when they come back."""
+        idle = [connection for connection, _ in self._idle]
+        self._idle, self._generation = [], self._generation + 1
+        if self._reaper is not None and self._pid == os.getpid():
+            self._reaper.cancel()
+        self._reaper, self._loop = None, None
         if self._pid != os.getpid():
-            self._inherited.append(pool)
+            self._inherited.extend(idle)
             return
-        try:
-            await asyncio.wait_for(pool.close(), timeout=self._timeouts.pool)
-        except (RuntimeError, TimeoutError, OSError):  # another loop's, or hung
-            with contextlib.suppress(Exception):
-                pool.terminate()
+        await asyncio.gather(*(_close(c, self._timeouts.pool) for c in idle), *self._closing)
+
+
+async def _close(connection: Any, seconds: float) -> None:
+    """Close gracefully (the server ends the session at once), or terminate."""
+    try:
+        await asyncio.wait_for(connection.close(), timeout=seconds)
+    except (RuntimeError, TimeoutError, OSError, _asyncpg().PostgresError):
+        # Another loop's, hung, or already lost.
+        with contextlib.suppress(Exception):
+            connection.terminate()
 
 
 def _is_server_error(exc: BaseException) -> bool:
@@ -370,16 +434,9 @@ def _is_server_error(exc: BaseException) -> bool:
     return isinstance(exc, _asyncpg().PostgresError) and exc.as_dict().get("severity") is not None
 
 
-def _closed(connection: Any) -> bool:
-    try:
-        return bool(connection.is_closed())
-    except _asyncpg().InterfaceError:  # a connection that closed is released at once
-        return True
-
-
 def _connect_failure(exc: BaseException, timeouts: Timeouts) -> str:
     if isinstance(exc, TimeoutError):
-        return f"no database connection within {timeouts.pool:g} s"
+        return f"the database did not accept a connection within {timeouts.connect:g} s"
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate:
         return f"the database refused the connection (SQLSTATE {sqlstate})"
@@ -390,15 +447,6 @@ def _lost(exc: BaseException, timeouts: Timeouts) -> str:
     if isinstance(exc, TimeoutError) and timeouts.command is not None:
         return f"the database did not answer within {timeouts.command:g} s"
     return f"the database connection was lost ({type(exc).__name__})"
-
-
-async def _no_reset(_connection: Any) -> None:
-    """asyncpg's ``reset`` hook: nothing (see :class:`PgPool`; asyncpg still rolls back an
-    open transaction before it calls this)."""
-
-
-async def _initialize(pool: Any) -> None:
-    await pool
 
 
 _asyncpg_module: Any = None
@@ -433,7 +481,7 @@ async def _pg_codecs(connection: Any) -> None:
     )
 
 
-DriverConnections = SqliteThreads | PgPool
+DriverConnections = SqliteThreads | PgConnections
 
 
 def driver_connections(
@@ -465,5 +513,5 @@ def driver_connections(
             kwargs.pop(name, None)
         if cache_size is not None:
             kwargs["statement_cache_size"] = cache_size
-        return PgPool(kwargs, max_size=max_size, timeouts=timeouts)
+        return PgConnections(kwargs, max_size=max_size, timeouts=timeouts)
     return None
