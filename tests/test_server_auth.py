@@ -242,3 +242,35 @@ def test_settings_read_the_environment_and_flags_win() -> None:
     assert loaded.jwt_secret == JWT_SECRET and loaded.max_body_bytes == 2048
     with pytest.raises(ValueError, match="CONVODB_PORT"):
         Settings.from_env({"CONVODB_PORT": "eighty"})
+
+
+async def test_database_settings_reach_the_database() -> None:
+    env = {
+        "CONVODB_DATABASE_URL": "postgresql://u@h/db",
+        "CONVODB_MAX_CONNECTIONS": "8",
+        "CONVODB_CONNECT_TIMEOUT": "2.5",
+        "CONVODB_POOL_TIMEOUT": "3",
+        "CONVODB_STATEMENT_TIMEOUT": "none",
+        "CONVODB_IDLE_TIMEOUT": "60",
+    }
+    database = Settings.from_env(env, jwt_secret=JWT_SECRET).database()
+    try:
+        timeouts = database.timeouts
+        assert (timeouts.connect, timeouts.pool, timeouts.statement, timeouts.idle) == (
+            2.5,
+            3,
+            None,
+            60,
+        )
+        assert database.engine.pool.size() == 2  # a quarter of 8; the hot path gets the rest
+    finally:
+        await database.dispose()
+    defaults = Settings(jwt_secret=JWT_SECRET).database()
+    try:
+        assert defaults.timeouts.statement == 30
+    finally:
+        await defaults.dispose()
+    with pytest.raises(ValueError, match="pool_timeout must be more than 0"):
+        Settings.from_env({"CONVODB_POOL_TIMEOUT": "0"}, jwt_secret=JWT_SECRET)
+    with pytest.raises(ValueError, match="max_connections must be at least 2"):
+        Settings(jwt_secret=JWT_SECRET, max_connections=1)

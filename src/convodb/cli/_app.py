@@ -97,8 +97,8 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise _fail(f"database error: {exc.orig}") from None
 
 
-async def _with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
-    async with Database(url) as db:
+async def _with_database(url: str | Database, work: Callable[[Database], Awaitable[T]]) -> T:
+    async with Database(url) if isinstance(url, str) else url as db:
         await db.create_all()  # idempotent: every command works on a fresh database
         return await work(db)
 
@@ -327,7 +327,7 @@ def serve(
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     if settings.create_schema:
-        _run(lambda: _with_database(settings.database_url, _ready))
+        _run(lambda: _with_database(settings.database(), _ready))
     if settings.dev:
         banner = "!" * 78
         typer.secho(

@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         if database is not None:
             yield
             return
-        owned = Database(settings.database_url)
+        owned = settings.database()
         try:
             if settings.create_schema:
                 await owned.create_all()

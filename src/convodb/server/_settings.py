@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from convodb import DEFAULT_DATABASE_URL, Limits
+from convodb import DEFAULT_DATABASE_URL, Database, Limits
 
 __all__ = ["ENVIRONMENT", "Settings"]
 
@@ -36,6 +36,11 @@ ENVIRONMENT: dict[str, str] = {
     "body_timeout": "CONVODB_BODY_TIMEOUT",
     "keep_alive_timeout": "CONVODB_KEEP_ALIVE_TIMEOUT",
     "create_schema": "CONVODB_CREATE_SCHEMA",
+    "max_connections": "CONVODB_MAX_CONNECTIONS",
+    "connect_timeout": "CONVODB_CONNECT_TIMEOUT",
+    "pool_timeout": "CONVODB_POOL_TIMEOUT",
+    "statement_timeout": "CONVODB_STATEMENT_TIMEOUT",
+    "idle_timeout": "CONVODB_IDLE_TIMEOUT",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -85,6 +90,18 @@ class Settings:
     (uvicorn's ``timeout_keep_alive``; another ASGI server has its own setting)."""
     create_schema: bool = True
     """Create convodb's tables at start-up where they do not exist yet."""
+    max_connections: int | None = None
+    """Most connections the service opens to PostgreSQL, all pools together; ``None``: the
+    ``Database`` default (20). Mind the server's ``max_connections`` across processes."""
+    connect_timeout: float | None = None
+    """Seconds to wait for the database to accept a connection (then 503); ``None``: 10."""
+    pool_timeout: float | None = None
+    """Seconds a request waits for a pooled connection to come free (then 503); ``None``: 10."""
+    statement_timeout: float | None = None
+    """Seconds one PostgreSQL statement may run (then 503); ``None``: 30; ``0`` (or ``none``
+    in the environment): no limit."""
+    idle_timeout: float | None = None
+    """Seconds after which an unused pooled connection is closed; ``None``: 300."""
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -98,6 +115,14 @@ class Settings:
             raise ValueError("body_timeout must be a positive number of seconds")
         if self.keep_alive_timeout < 1:
             raise ValueError("keep_alive_timeout must be at least 1 second")
+        for name in ("connect_timeout", "pool_timeout", "idle_timeout", "statement_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+            if value == 0 and name != "statement_timeout":
+                raise ValueError(f"{name} must be more than 0 seconds")
+        if self.max_connections is not None and self.max_connections < 2:
+            raise ValueError("max_connections must be at least 2")
         if not (self.dev or self.api_keys or self.jwt_enabled):
             raise ValueError(
                 "no way to authenticate: enable API keys, configure a JWT key, or pass --dev"
@@ -134,6 +159,17 @@ class Settings:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def database(self) -> Database:
+        """The ``Database`` these settings describe (not yet connected)."""
+        options: dict[str, Any] = {
+            name: value
+            for name in ("max_connections", "connect_timeout", "pool_timeout", "idle_timeout")
+            if (value := getattr(self, name)) is not None
+        }
+        if self.statement_timeout is not None:
+            options["statement_timeout"] = self.statement_timeout or None  # 0: no limit
+        return Database(self.database_url, **options)
+
 
 def _parse(variable: str, raw: str, annotation: str) -> Any:
     if annotation.startswith("bool"):
@@ -149,6 +185,8 @@ def _parse(variable: str, raw: str, annotation: str) -> Any:
         except ValueError:
             raise ValueError(f"{variable} must be an integer, not {raw!r}") from None
     if annotation.startswith("float"):
+        if annotation.endswith("None") and raw.strip().lower() in ("none", "off"):
+            return 0.0  # "no limit", where a limit may be switched off
         try:
             return float(raw)
         except ValueError:
