@@ -17,6 +17,7 @@ import re
 import struct
 import sys
 import sysconfig
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -374,4 +375,105 @@ def test_estimate_equals_the_reference_on_tricky_ascii(text: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.text())
 def test_estimate_equals_the_reference_on_any_text(text: str) -> None:
+    assert ESTIMATE.count_text(text) == reference_count(text)
+
+
+# -- time: linear on any text ---------------------------------------------------------------
+#
+# count_text runs in every append, on the event loop, over up to max_message_bytes (1 MiB by
+# default). These shapes defeat regex engines (long runs of one class, classes alternating,
+# non-ASCII letters before long ASCII runs); "é " + "a" * n took hours at 1 MiB when a pattern
+# rescanned the rest of a run from every chunk of it. The bound is a generous regression
+# guard, not a performance target.
+
+MiB = 1024 * 1024
+ADVERSARIAL = [
+    ("é ", "a", ""),
+    ("é ", "aA", ""),
+    ("é ", "Abcdefg", ""),
+    ("é", "a", ""),
+    ("é", "A", ""),
+    ("", "é", ""),
+    ("", "éa", ""),
+    ("", "aé", ""),
+    ("", "aaaaaaé", ""),
+    ("Ж", "a", "Ж"),
+    ("", "Жa", ""),
+    ("", "中", ""),
+    ("", "中a", ""),
+    ("", ".é", ""),
+    ("", " é", ""),
+    ("", "«a", ""),
+    ("", "\u0301", ""),
+    ("", "e\u0301", ""),
+    ("é", "a1", ""),
+    ("é", "1", ""),
+    ("é", "_", ""),
+    ("é", ".", ""),
+    ("é", "..\n", ""),
+    ("é", "—", ""),
+    ("é", " ", ""),
+    ("é", " ", "a"),
+    ("é", "\n", ""),
+    ("é", " \n", ""),
+    ("é", "\r\n", ""),
+    ("é", "\t", ""),
+    ("é", "\u3000", ""),
+    ("é", " " * 15 + "é", ""),
+    ("", "a", ""),
+    ("", "aA", ""),
+    ("", " ", ""),
+    ("", "\n", ""),
+    ("", ".\n", ""),
+    ("", ".\r\n", ""),
+    ("", "a1", ""),
+    ("", "_", ""),
+    ("", "\t", ""),
+    ("", "a ", ""),
+    ("", " .", ""),
+]
+
+
+def megabyte_of(prefix: str, unit: str, suffix: str, size: int = MiB) -> str:
+    """``prefix + unit * n + suffix`` with the largest ``n`` that fits ``size`` UTF-8 bytes."""
+    fixed = len((prefix + suffix).encode())
+    return prefix + unit * ((size - fixed) // len(unit.encode())) + suffix
+
+
+def shape_id(prefix: str, unit: str, suffix: str) -> str:
+    return ascii(prefix) + "+" + ascii(unit) + "*n" + ("+" + ascii(suffix) if suffix else "")
+
+
+def mixture(size: int = MiB) -> str:
+    import random
+
+    rng = random.Random(9)
+    alphabet = ["a", "A", "é", "中", " ", "\n", ".", "1", "_", "\u0301", "aaaaaaa", "  "]
+    parts = rng.choices(alphabet, k=size // 3)
+    return "".join(parts)[: size // 3]  # at most 3 UTF-8 bytes a character
+
+
+@pytest.mark.parametrize(
+    "text",
+    [pytest.param(megabyte_of(*shape), id=shape_id(*shape)) for shape in ADVERSARIAL]
+    + [pytest.param(mixture(), id="mixture")],
+)
+def test_estimate_counts_a_megabyte_of_adversarial_text_in_linear_time(text: str) -> None:
+    assert len(text.encode()) <= MiB
+    start = time.perf_counter()
+    count = ESTIMATE.count_text(text)
+    assert time.perf_counter() - start < 3.0  # took hours for "é " + "a" * n
+    assert count >= 1
+
+
+LONG_UNITS = st.sampled_from(["a", "A", "aA", "é", "éa", "中", " ", "\n", ".", "1", "_", "é "])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(TRICKY, LONG_UNITS, st.integers(0, 3000)), min_size=1, max_size=4).map(
+        lambda runs: "".join(lead + unit * n for lead, unit, n in runs)
+    )
+)
+def test_estimate_equals_the_reference_on_long_runs(text: str) -> None:
     assert ESTIMATE.count_text(text) == reference_count(text)

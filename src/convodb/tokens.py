@@ -224,17 +224,29 @@ def _count_ascii(text: str) -> int:
 # catches what needs a correction: a whitespace run of 16+ characters or 4+ newlines, a word
 # with other letters and 6+ ASCII letters, and a non-ASCII mark leading a word (its
 # non-ASCII surcharge, counted over the whole text, does not apply).
+#
+# Linear time: count_text runs on the event loop in every append, on up to max_message_bytes,
+# so an attempt that scans to the end of a run must be made once per run, not at every
+# position in it. _RUN_START anchors _OTHER_WORD (and the lookahead before it) at the start
+# of a letter run: a match beginning there takes the whole run if the run holds a non-ASCII
+# letter, and if it holds none, no rest of it does, so no attempt inside the run could match.
+# Unanchored, it was retried at every hump chunk of an ASCII run, rescanning the run each
+# time: quadratic ("é " + "a" * 40_000 took seconds). The other alternatives scan a bounded
+# distance or consume what they scan (_LONG_SPACE, a mark piece's [\r\n]*); _OTHER_PAIR's scan
+# from a letter of another alphabet stops at the next one, which it takes, so no two of its
+# attempts scan the same characters.
 _OTHER_WORD = r"[^\W\d_]*[^\W\d_\x00-\x7f][^\W\d_]*"
+_RUN_START = r"(?<![^\W\d_])"  # not after a letter: at the start of a letter run
 _LONG_SPACE = r"(?=(?:[^\S\n]*\n){4}|\s{16})\s+"
 _HUMP_CHUNK = (
     r"(?:[A-Z]{6}|[A-Z]{5}[a-z]?|[A-Z]{4}[a-z]{0,2}|[A-Z]{3}[a-z]{0,3}|[A-Z]{2}[a-z]{0,4}"
     r"|[A-Z][a-z]{0,5}|[a-z]{1,6})"
 )
 _TOKEN = re.compile(
-    rf"( ?(?=(?:[^\W\d_\x00-\x7f]*[A-Za-z]){{6}}){_OTHER_WORD}"
+    rf"( ?{_RUN_START}(?=(?:[^\W\d_\x00-\x7f]*[A-Za-z]){{6}}){_OTHER_WORD}"
     r"|(?<![^\s\w])(?<!_)[^\s\w\x00-\x7f](?=[^\W\d_])"
     rf"|{_LONG_SPACE})"
-    rf"| ?{_OTHER_WORD}"
+    rf"| ?{_RUN_START}{_OTHER_WORD}"
     rf"| ?{_HUMP_CHUNK}"
     r"|[^\r\n\w ](?=[^\W\d_])"
     r"| ?(?:[^\s\w]|_){1,3}[\r\n]*"
@@ -266,8 +278,8 @@ class EstimateCounter(_MessageCounting):
     """A dependency-free estimate of ``o200k_base`` counts that errs on the high side.
 
     Calibrated on English prose, Python source and JSON: 4-25% above the real count, never
-    below. Use it when tiktoken or its BPE file is not available. About 4 us for a
-    200-character ASCII message, 45 us for 2 KB.
+    below. Use it when tiktoken or its BPE file is not available. Its time is linear in the
+    text's length, whatever the text.
     """
 
     @property
