@@ -43,24 +43,29 @@ O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d
 ESTIMATE = EstimateCounter()
 
 
-def o200k_tiktoken_file() -> bytes:
-    """o200k_base in tiktoken's format, from quicktok's vocab file.
+def quicktok_ranks(name: str) -> dict[bytes, int]:
+    """A BPE vocabulary of quicktok's, token to rank.
 
     quicktok's format: a little-endian u32 count, then per token a u16 length, the bytes and a
     u32 rank.
     """
-    data = (resources.files("quicktok") / "data" / "o200k.vocab").read_bytes()
+    data = (resources.files("quicktok") / "data" / f"{name}.vocab").read_bytes()
     (count,) = struct.unpack_from("<I", data, 0)
     offset = 4
-    ranks: list[tuple[int, bytes]] = []
+    ranks: dict[bytes, int] = {}
     for _ in range(count):
         (length,) = struct.unpack_from("<H", data, offset)
         token = data[offset + 2 : offset + 2 + length]
         (rank,) = struct.unpack_from("<I", data, offset + 2 + length)
         offset += 6 + length
-        ranks.append((rank, token))
-    ranks.sort()
-    return b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in ranks)
+        ranks[token] = rank
+    return ranks
+
+
+def o200k_tiktoken_file() -> bytes:
+    """o200k_base in tiktoken's format, from quicktok's vocab file."""
+    ranked = sorted((r, t) for t, r in quicktok_ranks("o200k").items())
+    return b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in ranked)
 
 
 @pytest.fixture(scope="session")
@@ -477,3 +482,93 @@ LONG_UNITS = st.sampled_from(["a", "A", "aA", "é", "éa", "中", " ", "\n", "."
 )
 def test_estimate_equals_the_reference_on_long_runs(text: str) -> None:
     assert ESTIMATE.count_text(text) == reference_count(text)
+
+
+# -- tiktoken: bounded on long pieces, exact elsewhere -----------------------------------------
+#
+# tiktoken encodes each piece of its pre-tokenizer's split alone: before 0.13 in time quadratic
+# in the piece's length, and its regex engine panics (pyo3_runtime.PanicException, not an
+# Exception) on a run of about a million spaces. TiktokenCounter counts pieces longer than
+# max_piece in parts.
+
+ONE_CHARACTER_RUNS = [" ", "\t", "\n", " \n", "\u3000", "a", "ab", "中", ".", "1", "é", "👍", "_"]
+
+
+@pytest.mark.parametrize("unit", ONE_CHARACTER_RUNS, ids=ascii)
+def test_tiktoken_counter_counts_a_megabyte_run_in_bounded_time(
+    o200k: TokenCounter, unit: str
+) -> None:
+    text = megabyte_of("", unit, "")
+    start = time.perf_counter()
+    count = o200k.count_text(text)  # a run of spaces or tabs panicked inside tiktoken
+    assert time.perf_counter() - start < 5.0
+    assert isinstance(o200k, TiktokenCounter)
+    exact = len(o200k._encoding.encode_ordinary(text[:999_000]))  # below the panic
+    assert exact <= count <= len(text.encode())
+
+
+def test_tiktoken_counter_counts_ordinary_long_text_exactly(o200k: TokenCounter) -> None:
+    assert isinstance(o200k, TiktokenCounter)
+    text = "\n".join(text for _, text in samples()) * 4
+    assert len(text) > 1_000_000
+    assert o200k.count_text(text) == len(o200k._encoding.encode_ordinary(text))
+
+
+def other_encodings() -> list[Any]:
+    """cl100k_base's pre-tokenizer and GPT-2's, with cl100k_base's ranks (quicktok ships no
+    GPT-2 ranks; the safe cuts depend on the split, and the split does not use the ranks)."""
+    import tiktoken
+
+    ranks = quicktok_ranks("cl100k")
+    cl100k = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    gpt2 = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+    return [
+        tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+        for name, pattern in (("cl100k-split", cl100k), ("gpt2-split", gpt2))
+    ]
+
+
+@pytest.fixture(scope="session")
+def encodings(o200k: TokenCounter) -> list[Any]:
+    assert isinstance(o200k, TiktokenCounter)
+    return [o200k._encoding, *other_encodings()]
+
+
+CUT_TEXT = st.lists(
+    st.one_of(
+        TRICKY,
+        st.sampled_from(
+            ["it's", "don't", "//", "\n/", "中文，", "，", "。", "「", "‧", "、", "（"]
+        ),
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(CUT_TEXT, st.integers(2, 40))
+def test_tiktoken_counts_parts_cut_at_safe_cuts_exactly_and_others_high(
+    encodings: list[Any], text: str, max_piece: int
+) -> None:
+    parts, forced = tokens._bounded_parts(text, max_piece)
+    assert "".join(parts) == text
+    for encoding in encodings:
+        exact = len(encoding.encode_ordinary(text))
+        split = sum(len(encoding.encode_ordinary(part)) for part in parts)
+        if forced == 0:
+            assert split == exact, (encoding.name, parts)
+        counter = TiktokenCounter(encoding)
+        counter.max_piece = max_piece
+        assert counter.count_text(text) == split + 2 * forced >= exact, (encoding.name, parts)
+
+
+def test_tiktoken_parts_are_bounded() -> None:
+    for unit in ONE_CHARACTER_RUNS + ["a.", "a\n", "中文，", "x" * 300 + " "]:
+        text = megabyte_of("", unit, "", size=64 * 1024)
+        parts, _ = tokens._bounded_parts(text, 64)
+        assert "".join(parts) == text
+        # a piece is at most a run within a part, plus a leading character
+        assert all(len(run) <= 64 for part in parts for run in re.findall(r"\s+|[^ ]+", part))

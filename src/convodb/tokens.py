@@ -3,11 +3,13 @@
 A window that overflows the model's context is rejected by the API, one that underfills it only
 wastes a little room, so every counter here errs towards counting too many tokens:
 
-* :class:`TiktokenCounter` counts exactly with a tiktoken encoding. :func:`default_counter` uses
-  ``o200k_base`` (GPT-4o and later) only when its BPE file is already in tiktoken's cache
-  (``TIKTOKEN_CACHE_DIR``, else ``DATA_GYM_CACHE_DIR``, else ``<tmp>/data-gym-cache``) and
-  matches tiktoken's published hash: tiktoken would otherwise download the file at run time,
-  which blocks the caller and fails on machines without internet access.
+* :class:`TiktokenCounter` counts exactly with a tiktoken encoding, except runs of hundreds of
+  characters that tiktoken would take as one piece (its time on those is unbounded): these are
+  counted in parts, a little high. :func:`default_counter` uses ``o200k_base`` (GPT-4o and
+  later) only when its BPE file is already in tiktoken's cache (``TIKTOKEN_CACHE_DIR``, else
+  ``DATA_GYM_CACHE_DIR``, else ``<tmp>/data-gym-cache``) and matches tiktoken's published
+  hash: tiktoken would otherwise download the file at run time, which blocks the caller and
+  fails on machines without internet access.
 * :class:`EstimateCounter` needs nothing. It splits text roughly as ``o200k_base``
   pre-tokenizes it and charges each piece by its length. Calibrated against ``o200k_base`` on
   Python source, English prose and JSON arguments it counts 4-25% more tokens than the real
@@ -26,7 +28,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
-from itertools import repeat
+from itertools import pairwise, repeat
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._records import ToolCall
@@ -112,7 +114,7 @@ class _MessageCounting:
 
 
 class TiktokenCounter(_MessageCounting):
-    """Exact counts with a tiktoken encoding.
+    """Exact counts with a tiktoken encoding; a piece too long to count exactly is over-counted.
 
     ```python
     import tiktoken
@@ -121,7 +123,21 @@ class TiktokenCounter(_MessageCounting):
 
     Special-token text such as ``<|endoftext|>`` in a message is counted as ordinary text, as
     the APIs treat it.
+
+    tiktoken splits text into pieces (a word, a run of punctuation, a run of whitespace) and
+    encodes each piece alone. Its time on one piece grows quadratically with the piece's
+    length before tiktoken 0.13 (hours for a 1 MiB run of one letter), and its regex engine
+    panics on a run of about a million spaces. So a run that tiktoken could take as one piece
+    of more than :attr:`max_piece` characters (a long run of one character, CJK text without
+    punctuation, a long hex string) is counted in parts of at most that length, and each cut
+    that splits a piece adds two tokens: splitting a piece can save a token or two, and the
+    count errs on the high side. All other text is counted exactly: it is cut, if at all,
+    only where the pre-tokenizers of ``o200k_base``, ``cl100k_base`` and the GPT-2 family
+    always end one piece and begin the next.
     """
+
+    max_piece: int = 512
+    """Longest piece counted exactly; longer runs are counted in parts."""
 
     def __init__(self, encoding: Any) -> None:
         self._encoding = encoding
@@ -132,7 +148,96 @@ class TiktokenCounter(_MessageCounting):
         return self._name
 
     def count_text(self, text: str) -> int:
-        return len(self._encoding.encode_ordinary(text))
+        encode = self._encoding.encode_ordinary
+        if len(text) <= self.max_piece:  # the common case: no piece can be too long
+            return len(encode(text))
+        parts, forced_cuts = _bounded_parts(text, self.max_piece)
+        return sum(len(encode(part)) for part in parts) + _CUT_MARGIN * forced_cuts
+
+
+# Where the pre-tokenizers of o200k_base, cl100k_base and the GPT-2 family always end one piece
+# and begin the next, whatever the text around, so that counting the two sides apart is exact.
+# No pattern looks behind, and only whitespace pieces look ahead, so a cut is safe when no
+# piece can cross it and no whitespace piece before it can end there:
+# - before a space that follows a non-space: only a piece's first character may be a space;
+# - after a line break that follows a non-space, before a non-space other than "/": a run of
+#   punctuation takes the line breaks (and slashes) after it, a whitespace piece ends there;
+# - after a letter or digit, before a line break or a punctuation mark other than "'" (which
+#   begins the "'s" of "it's"): letters, digits and punctuation make pieces of their own. The
+#   marks are ASCII and the common general, CJK and fullwidth punctuation, never a combining
+#   mark (o200k_base counts those as letters).
+# Python's \s is a superset of tiktoken's (Unicode White_Space), so its \S is a subset.
+_CUT_PUNCTUATION = (
+    r"!-&(-/:-@\[-`{-~\u2010-\u2027\u2030-\u205e\u3001-\u3003\u3008-\u301f"
+    r"\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
+)
+_SAFE_CUT = re.compile(
+    rf"(?<=\S)(?= )|(?<=\S[\r\n])(?=[^\s/])|(?<=[^\W_])(?=[\r\n{_CUT_PUNCTUATION}])"
+)
+
+
+# Where no safe cut is near, a cut between two letters, two ASCII marks or two spaces, tabs or
+# line breaks changes only the piece it splits. Splitting a piece in two was never found to
+# save more than two tokens (hypothesis runs over random text with pieces cut every few
+# characters), hence _CUT_MARGIN per such cut.
+_INNER_CUT = re.compile(
+    r"(?<=[^\W\d_])(?=[^\W\d_])|(?<=[!-/:-@\[-`{-~])(?=[!-/:-@\[-`{-~])"
+    r"|(?<=[ \t])(?=[ \t])|(?<=\n)(?=\n)"
+)
+
+
+_CUT_MARGIN = 2
+
+
+@functools.lru_cache(maxsize=8)
+def _long_runs(limit: int) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    # A piece longer than ``limit`` lies within a run of whitespace or within a run without a
+    # space (a non-whitespace piece has at most one space, its first character). Anchored at
+    # the start of a run, each run is scanned once.
+    return re.compile(rf"(?<!\s)\s{{{limit},}}"), re.compile(rf"(?<![^ ])[^ ]{{{limit},}}")
+
+
+def _bounded_parts(text: str, limit: int) -> tuple[list[str], int]:
+    """``text`` cut so that no tiktoken piece is much longer than ``limit``, and the number of
+    cuts made where no safe cut was near (inside a long piece).
+
+    Only runs that could hold a piece longer than ``limit`` are cut: at a safe cut in the
+    second half of each stretch of ``limit`` characters, else at its end.
+    """
+    limit = max(limit, 2)  # a safe cut is searched for strictly after the last one
+    # Such a run holds a whole aligned window of half that length, without a space or all
+    # whitespace. In most text every window has a space near its start: checking that is far
+    # cheaper than scanning for runs, and a run can begin no earlier than the window before
+    # the first suspect one.
+    half, find = limit // 2, text.find
+    for i in range(0, len(text) - half + 1, half):
+        if find(" ", i, i + half) < 0 or text[i : i + half].isspace():
+            break
+    else:
+        return [text], 0
+    begin = max(0, i - half)
+    spaces, non_spaces = _long_runs(limit)
+    runs = sorted(m.span() for p in (spaces, non_spaces) for m in p.finditer(text, begin))
+    if not runs:
+        return [text], 0
+    cuts: list[int] = []
+    forced = at = covered = 0
+    for start, end in runs:
+        if start >= covered:
+            at = start
+        # else the runs overlap (a run without spaces may hold line breaks): go on from `at`.
+        covered = max(covered, end)
+        while end - at > limit:
+            found = _SAFE_CUT.search(text, at + limit // 2, at + limit)
+            if found is None:
+                found = _INNER_CUT.search(text, at + limit - limit // 4, at + limit)
+                at = at + limit if found is None else found.start()
+                forced += 1
+            else:
+                at = found.start()
+            cuts.append(at)
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in pairwise(bounds)], forced
 
 
 # The estimate splits text roughly as o200k_base's pre-tokenizer does and charges each piece:
