@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text, update
@@ -15,6 +17,7 @@ from convodb import (
     ConversationService,
     Database,
     IdempotencyKeyReuseError,
+    LimitExceededError,
     NewMessage,
     StoredMessage,
     ToolCall,
@@ -22,6 +25,8 @@ from convodb import (
     build_message_array,
 )
 from convodb._models import messages as messages_table
+from convodb._service import Order
+from convodb._validation import MAX_SEQ
 
 from ._store import state
 
@@ -581,3 +586,147 @@ async def test_cursor_of_one_direction_is_rejected_in_the_other(
     with pytest.raises(ValidationError) as raised:
         await service.list_messages(cid, ALICE, order="desc", cursor=page.next_cursor)
     assert raised.value.field == "cursor"
+
+
+# -- edited cursors and out-of-range positions: a typed error, and the store works on ------
+#
+# A cursor comes back from the client; every field of it is checked before it reaches SQL.
+# Naive times used to be compared with timezone-aware columns, 2**70 to fail inside asyncpg
+# (leaving the connection mid-statement), a lone surrogate to fail encoding: all were 500s.
+
+
+def forged(kind: str, **position: object) -> str:
+    document = json.dumps({"v": 1, "k": kind, **position})  # ensure_ascii: "\ud800" survives
+    return base64.urlsafe_b64encode(document.encode()).rstrip(b"=").decode()
+
+
+AT = "2030-01-01T00:00:00+00:00"
+FORGED_CONVERSATION_CURSORS = {
+    "naive time": forged("conversations", t="2030-01-01T00:00:00", i="c1"),
+    "date without time": forged("conversations", t="2030-01-01", i="c1"),
+    "not a time": forged("conversations", t="yesterday", i="c1"),
+    "time as a number": forged("conversations", t=1893456000, i="c1"),
+    "year 0 in UTC": forged("conversations", t="0001-01-01T00:00:00+01:00", i="c1"),
+    "long time text": forged("conversations", t=AT + " " * 100, i="c1"),
+    "lone surrogate in id": forged("conversations", t=AT, i="c\ud800"),
+    "NUL in id": forged("conversations", t=AT, i="c\x00"),
+    "id too long": forged("conversations", t=AT, i="c" * 65),
+    "id not an id": forged("conversations", t=AT, i="../etc"),
+    "empty id": forged("conversations", t=AT, i=""),
+    "id as a number": forged("conversations", t=AT, i=1),
+    "missing id": forged("conversations", t=AT),
+    "another list's": forged("messages-asc", s=1),
+}
+
+
+@pytest.mark.parametrize(
+    "cursor", FORGED_CONVERSATION_CURSORS.values(), ids=list(FORGED_CONVERSATION_CURSORS)
+)
+async def test_edited_conversation_cursor_is_a_cursor_error_and_the_store_works_on(
+    service: ConversationService, cursor: str
+) -> None:
+    ids = [await new_conversation(service) for _ in range(3)]
+
+    with pytest.raises(ValidationError) as raised:
+        await service.list_conversations(ALICE, limit=2, cursor=cursor)
+
+    assert raised.value.field == "cursor"
+    page = await service.list_conversations(ALICE, limit=5)
+    assert sorted(c.id for c in page.items) == sorted(ids)
+
+
+async def test_conversation_cursor_time_in_another_offset_is_the_same_position(
+    service: ConversationService,
+) -> None:
+    for _ in range(5):
+        await new_conversation(service)
+    first = await service.list_conversations(ALICE, limit=2)
+    assert first.next_cursor is not None
+    raw = first.next_cursor + "=" * (-len(first.next_cursor) % 4)
+    position = json.loads(base64.urlsafe_b64decode(raw))
+    east = datetime.fromisoformat(position["t"]).astimezone(timezone(timedelta(hours=5)))
+    edited = forged("conversations", t=east.isoformat(), i=position["i"])
+
+    second = await service.list_conversations(ALICE, limit=2, cursor=edited)
+
+    assert second == await service.list_conversations(ALICE, limit=2, cursor=first.next_cursor)
+    assert not {c.id for c in first.items} & {c.id for c in second.items}
+
+
+FORGED_SEQS = [2**70, 2**63, MAX_SEQ + 1, -1, 1.5, "3", True, None]
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+@pytest.mark.parametrize("seq", FORGED_SEQS, ids=repr)
+async def test_edited_message_cursor_is_a_cursor_error_and_the_store_works_on(
+    service: ConversationService, order: Order, seq: object
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b")])
+
+    with pytest.raises(ValidationError) as raised:
+        await service.list_messages(
+            cid, ALICE, order=order, cursor=forged(f"messages-{order}", s=seq)
+        )
+
+    assert raised.value.field == "cursor"
+    page = await service.list_messages(cid, ALICE, order=order)
+    assert len(page.items) == 2
+
+
+async def test_message_cursor_at_the_largest_seq_is_accepted(service: ConversationService) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b")])
+
+    after = await service.list_messages(cid, ALICE, cursor=forged("messages-asc", s=MAX_SEQ))
+    before = await service.list_messages(
+        cid, ALICE, order="desc", cursor=forged("messages-desc", s=MAX_SEQ)
+    )
+
+    assert after.items == [] and [m.content for m in before.items] == ["b", "a"]
+
+
+async def compact(service: ConversationService, cid: str, keep_last: int) -> object:
+    async def summarize(messages: list[StoredMessage]) -> str:
+        return "summary"
+
+    return await service.compact(cid, ALICE, summarize, keep_last=keep_last)
+
+
+Call = Callable[[ConversationService, str, int], Awaitable[object]]
+POSITION_ARGUMENTS: dict[str, Call] = {
+    "after_seq": lambda s, cid, n: s.list_messages(cid, ALICE, after_seq=n),
+    "upto_seq": lambda s, cid, n: s.save_summary(cid, ALICE, "summary", upto_seq=n),
+    "keep_last": lambda s, cid, n: compact(s, cid, n),
+    "limit": lambda s, cid, n: s.list_messages(cid, ALICE, limit=n),
+    "max_messages": lambda s, cid, n: s.get_agent_input(cid, ALICE, max_messages=n),
+    "max_tokens": lambda s, cid, n: s.get_agent_input(cid, ALICE, max_tokens=n),
+}
+
+
+@pytest.mark.parametrize("value", [2**70, 2**63, -(2**70)], ids=repr)
+@pytest.mark.parametrize("field", POSITION_ARGUMENTS)
+async def test_integer_argument_beyond_its_range_is_a_limit_error_naming_it(
+    db: Database, service: ConversationService, field: str, value: int
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b")])
+    before = await state(db, cid)
+
+    with pytest.raises(LimitExceededError) as raised:
+        await POSITION_ARGUMENTS[field](service, cid, value)
+
+    assert raised.value.field == field and raised.value.limit is not None
+    assert str(raised.value.limit) in str(raised.value)
+    assert await state(db, cid) == before
+    assert [m.content for m in (await service.list_messages(cid, ALICE)).items] == ["a", "b"]
+
+
+async def test_after_seq_names_its_limit(service: ConversationService) -> None:
+    cid = await new_conversation(service)
+
+    with pytest.raises(LimitExceededError) as raised:
+        await service.list_messages(cid, ALICE, after_seq=2**70)
+
+    assert raised.value.field == "after_seq" and raised.value.limit == MAX_SEQ
+    assert (await service.list_messages(cid, ALICE, after_seq=MAX_SEQ)).items == []

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convodb import (
     ConversationService,
@@ -16,6 +21,8 @@ from convodb import (
     Limits,
     ValidationError,
 )
+from convodb._cursor import decode_cursor, encode_cursor
+from convodb._validation import MAX_SEQ, check_conversation_id
 
 from ._store import state
 
@@ -336,3 +343,64 @@ def test_published_id_pattern_agrees_with_the_check(candidate: Any) -> None:
     except ValidationError:
         accepted = False
     assert accepted == bool(matches)
+
+
+# -- cursors: whatever comes back decodes to bounded values or a cursor error ----------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+FIELDS: dict[str, Any] = {"s": int, "t": datetime, "i": str, "c": check_conversation_id}
+
+
+def cursor_of(document: object) -> str:
+    raw = json.dumps(document).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"v": st.just(1), "k": st.just("list")},
+        optional={
+            "s": st.integers() | JSON_VALUES,
+            "t": st.datetimes(timezones=st.none() | st.timezones()).map(datetime.isoformat)
+            | JSON_VALUES,
+            "i": JSON_VALUES,
+            "c": JSON_VALUES,
+        },
+    )
+)
+def test_decoded_cursor_fields_are_bounded_or_a_cursor_error(document: dict[str, Any]) -> None:
+    try:
+        position = decode_cursor(cursor_of(document), "list", FIELDS)
+    except ValidationError as exc:
+        assert exc.field == "cursor"
+        return
+    assert 0 <= position["s"] <= MAX_SEQ and type(position["s"]) is int
+    assert position["t"].tzinfo is UTC
+    assert 0 < len(position["i"]) <= 64 and "\x00" not in position["i"]
+    position["i"].encode()  # no lone surrogate
+    assert check_conversation_id(position["c"]) == position["c"]
+
+
+def test_cursor_round_trips_an_aware_time_in_utc() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-7)))
+    cursor = encode_cursor("list", s=5, t=at, i="x", c="c-1")
+
+    position = decode_cursor(cursor, "list", FIELDS)
+
+    assert position == {"s": 5, "t": at.astimezone(UTC), "i": "x", "c": "c-1"}
+    assert position["t"].tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "field", ["max_page_size", "max_batch_messages", "max_window_tokens", "max_metadata_bytes"]
+)
+@pytest.mark.parametrize("value", [0, -1, 2**63, True, 1.5, "10"], ids=repr)
+def test_limits_must_be_positive_integers_that_fit_in_sql(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Limits(**{field: value})
+    assert raised.value.field == f"Limits.{field}"

@@ -48,6 +48,7 @@ from ._records import (
 from ._types import utcnow
 from ._validation import (
     BATCH_KEY_PREFIX,
+    MAX_SEQ,
     Limits,
     MessageInput,
     check_batch,
@@ -57,6 +58,7 @@ from ._validation import (
     check_limit,
     check_metadata,
     check_prompt_text,
+    check_seq,
     check_title,
     check_user_id,
 )
@@ -74,7 +76,7 @@ from .tokens import TokenCounter, default_counter
 __all__ = ["ConversationService"]
 
 Summarizer = Callable[[list[StoredMessage]], Awaitable[str]]
-_NO_SEQ = 2**62  # above any seq: "from the newest message"
+_NO_SEQ = MAX_SEQ + 1  # above any seq: "from the newest message"
 
 
 _UNSET: Final[Any] = object()
@@ -259,13 +261,10 @@ class ConversationService:
         n = check_limit(limit, self.limits)
         statement = select(*sql.CONV_COLUMNS).where(sql.conversations.c.user_id == uid)
         if cursor is not None:
-            position = decode_cursor(cursor, "conversations", {"t": str, "i": str})
-            try:
-                at = datetime.fromisoformat(position["t"])
-            except ValueError:
-                raise ValidationError(
-                    "cursor", "is malformed; pass back a next_cursor unchanged"
-                ) from None
+            position = decode_cursor(
+                cursor, "conversations", {"t": datetime, "i": check_conversation_id}
+            )
+            at = position["t"]
             statement = statement.where(
                 or_(
                     sql.conversations.c.updated_at < at,
@@ -283,7 +282,7 @@ class ConversationService:
         next_cursor = None
         if len(rows) > n:
             last = items[-1]
-            next_cursor = encode_cursor("conversations", t=last.updated_at.isoformat(), i=last.id)
+            next_cursor = encode_cursor("conversations", t=last.updated_at, i=last.id)
         return Page(items=items, next_cursor=next_cursor)
 
     # -- messages -------------------------------------------------------------------------
@@ -421,9 +420,7 @@ class ConversationService:
         if after_seq is not None:
             if cursor is not None or order != "asc":
                 raise ValidationError("after_seq", "cannot be combined with cursor or order='desc'")
-            if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
-                raise ValidationError("after_seq", f"must be an integer >= 0; got {after_seq!r}")
-            seq = after_seq
+            seq = check_seq("after_seq", after_seq)
         elif cursor is not None:
             position = decode_cursor(cursor, f"messages-{order}", {"s": int})
             seq = position["s"]
@@ -541,8 +538,7 @@ class ConversationService:
             ValidationError: ``keep_last`` or the summary text is invalid.
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
-        if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 0:
-            raise ValidationError("keep_last", f"must be an integer >= 0; got {keep_last!r}")
+        keep_last = check_seq("keep_last", keep_last)
         async with self._read() as own:
             last_seq, floor, previous = await self._head(cid, uid, own=own)
             if last_seq - keep_last <= floor:
@@ -586,8 +582,7 @@ class ConversationService:
         text = check_prompt_text("content", content, self.limits)
         if not text:
             raise ValidationError("content", "must not be empty")
-        if not isinstance(upto_seq, int) or isinstance(upto_seq, bool) or upto_seq < 1:
-            raise ValidationError("upto_seq", f"must be an integer >= 1; got {upto_seq!r}")
+        upto_seq = check_seq("upto_seq", upto_seq, lowest=1)
         meta = check_metadata("metadata", metadata, self.limits)
         values: dict[str, Any] = {
             "id": new_id(),

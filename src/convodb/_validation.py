@@ -19,7 +19,7 @@ from ._models import ID_LENGTH, KEY_LENGTH, ROLES, TITLE_LENGTH, TOOL_FIELD_LENG
 from ._records import NewMessage, ToolCall
 from .errors import LimitExceededError, ValidationError
 
-__all__ = ["CONVERSATION_ID_PATTERN", "Limits", "MessageInput"]
+__all__ = ["CONVERSATION_ID_PATTERN", "MAX_SEQ", "Limits", "MessageInput"]
 
 CONVERSATION_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._:-]{{0,{ID_LENGTH - 1}}}$"
 """What a conversation id looks like (an interface may publish it, e.g. in an API schema)."""
@@ -29,6 +29,10 @@ _MESSAGE_KEYS = frozenset(
 )
 _TOOL_CALL_KEYS = frozenset({"id", "name", "arguments"})
 MiB = 1024 * 1024
+MAX_SEQ = 2**62
+"""The largest ``seq`` (and position) accepted: far beyond any conversation, well inside the
+64-bit integers every database and driver binds (asyncpg rejects a larger Python int in the
+client, before the statement reaches the server)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +53,13 @@ class Limits:
     """``max_messages`` of one agent-input window."""
     max_window_tokens: int = 10_000_000
     """``max_tokens`` of one agent-input window."""
+
+    def __post_init__(self) -> None:
+        # Page sizes reach SQL as LIMIT: a limit beyond 64 bits would fail in the driver.
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SEQ:
+                raise ValidationError(f"Limits.{name}", f"must be an integer from 1 to {MAX_SEQ}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,17 @@ def check_limit(value: object, limits: Limits, field: str = "limit") -> int:
             field,
             f"must be between 1 and {limits.max_page_size}; got {value}",
             limit=limits.max_page_size,
+        )
+    return value
+
+
+def check_seq(field: str, value: object, *, lowest: int = 0) -> int:
+    """A position in a conversation: an integer from ``lowest`` to :data:`MAX_SEQ`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(field, f"must be an integer, not {type(value).__name__}")
+    if not lowest <= value <= MAX_SEQ:
+        raise LimitExceededError(
+            field, f"must be between {lowest} and {MAX_SEQ}; got {value}", limit=MAX_SEQ
         )
     return value
 
