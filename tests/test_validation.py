@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic_core import to_json
 
 from convodb import (
     ConversationService,
@@ -22,7 +24,13 @@ from convodb import (
     ValidationError,
 )
 from convodb._cursor import decode_cursor, encode_cursor
-from convodb._validation import MAX_SEQ, check_conversation_id
+from convodb._validation import (
+    MAX_JSON_DEPTH,
+    MAX_SEQ,
+    check_conversation_id,
+    check_json_text_depth,
+    check_metadata,
+)
 
 from ._store import state
 
@@ -404,3 +412,152 @@ def test_limits_must_be_positive_integers_that_fit_in_sql(field: str, value: Any
     with pytest.raises(ValidationError) as raised:
         Limits(**{field: value})
     assert raised.value.field == f"Limits.{field}"
+
+
+# -- JSON depth: every stored JSON value, checked before anything is stored ------------------
+#
+# Metadata nested 253-998 deep used to be stored and then fail to serialise on every read (a
+# 500 for good); nested ~5,000 deep the check itself raised RecursionError.
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A JSON object ``depth`` levels deep: ``{}`` is 1, ``{"a": [{}]}`` is 3."""
+    if depth == 1:
+        return {}
+    inner: Any = {}
+    for level in range(depth - 2):
+        inner = {"a": inner} if level % 2 else [inner]
+    return {"a": inner}
+
+
+def nested_arguments(depth: int) -> str:
+    return '{"q": ' * (depth - 1) + '{"q": "[[[[{{{{"}' + "}" * (depth - 1)
+
+
+def call(arguments: str) -> dict[str, Any]:
+    return {"role": "assistant", "tool_calls": [{"id": "1", "name": "f", "arguments": arguments}]}
+
+
+Store = Callable[[ConversationService, str, int], Awaitable[object]]
+JSON_PLACES: dict[str, tuple[Store, str]] = {
+    "conversation metadata": (
+        lambda s, cid, d: s.create_conversation("alice", metadata=nested(d)),
+        "metadata",
+    ),
+    "conversation metadata, get or create": (
+        lambda s, cid, d: s.get_or_create_conversation("c-new", "alice", metadata=nested(d)),
+        "metadata",
+    ),
+    "conversation metadata, update": (
+        lambda s, cid, d: s.update_conversation(cid, "alice", metadata=nested(d)),
+        "metadata",
+    ),
+    "message metadata": (
+        lambda s, cid, d: s.save_conversation_messages(
+            cid, "alice", [ok(), {**ok(), "metadata": nested(d)}]
+        ),
+        "messages[1].metadata",
+    ),
+    "tool call arguments": (
+        lambda s, cid, d: s.save_conversation_messages(cid, "alice", [call(nested_arguments(d))]),
+        "messages[0].tool_calls[0].arguments",
+    ),
+    "summary metadata": (
+        lambda s, cid, d: s.save_summary(cid, "alice", "sum", upto_seq=1, metadata=nested(d)),
+        "metadata",
+    ),
+}
+
+
+@pytest.mark.parametrize("depth", [33, 253, 998, 5_000, 100_000])
+@pytest.mark.parametrize("place", sorted(JSON_PLACES))
+async def test_json_nested_deeper_than_the_limit_is_rejected_and_stores_nothing(
+    db: Database, service: ConversationService, place: str, depth: int
+) -> None:
+    store, field = JSON_PLACES[place]
+    cid = (await service.create_conversation("alice", conversation_id="c-1")).id
+    await service.save_message(cid, "user", "first", user_id="alice")
+    before = await state(db, cid)
+
+    with pytest.raises(LimitExceededError) as raised:
+        await store(service, cid, depth)
+
+    assert raised.value.field == field and raised.value.limit == 32
+    assert "32" in str(raised.value)
+    assert await state(db, cid) == before
+    assert await state(db, "c-new") == await state(db, "nothing-here")
+
+
+@pytest.mark.parametrize("place", sorted(JSON_PLACES))
+async def test_json_nested_to_the_limit_is_stored_and_reads_back(
+    service: ConversationService, place: str
+) -> None:
+    store, _ = JSON_PLACES[place]
+    cid = (await service.create_conversation("alice", conversation_id="c-1")).id
+    await service.save_message(cid, "user", "first", user_id="alice")
+
+    await store(service, cid, 32)
+
+    conversations = (await service.list_conversations("alice")).items
+    history = await service.get_conversation_history(cid, "alice")
+    summary = await service.get_summary(cid, "alice")
+    to_json({"items": [*conversations, *history, summary]})  # as the HTTP service encodes
+
+
+async def test_json_at_the_highest_configurable_depth_reads_back(db: Database) -> None:
+    async with db.session() as session:
+        service = ConversationService(session, limits=Limits(max_json_depth=MAX_JSON_DEPTH))
+        cid = (await service.create_conversation("alice", metadata=nested(MAX_JSON_DEPTH))).id
+        await service.save_message(cid, "user", "x", user_id="alice", metadata=nested(200))
+        page = await service.list_messages(cid, "alice")
+        to_json({"items": [*page.items, await service.get_conversation(cid, "alice")]})
+
+
+def test_json_depth_is_configurable_up_to_what_json_encoders_accept() -> None:
+    shallow = Limits(max_json_depth=2)
+    assert check_metadata("m", {"a": [1]}, shallow) == {"a": [1]}
+    with pytest.raises(LimitExceededError) as raised:
+        check_metadata("m", {"a": [[1]]}, shallow)
+    assert raised.value.limit == 2
+    assert Limits(max_json_depth=MAX_JSON_DEPTH).max_json_depth == MAX_JSON_DEPTH
+    with pytest.raises(LimitExceededError):
+        Limits(max_json_depth=MAX_JSON_DEPTH + 1)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"q": "' + "[" * 100 + '"}',  # brackets in a string do not nest
+        '{"q": "\\"' + "{" * 100 + '"}',  # nor after an escaped quote
+        "see [1] " + "[" * 100,  # not JSON: a parser stops at the first character
+        '"' + "[" * 100 + '"',  # a JSON string
+        "",
+        "{}",
+    ],
+)
+def test_tool_arguments_nest_as_a_parser_would(arguments: str) -> None:
+    check_json_text_depth("arguments", arguments, 32)
+
+
+def test_tool_arguments_nesting_counts_what_a_parser_would_descend_into() -> None:
+    for arguments in ["  [" * 33, "[" * 33 + "]" * 40, '[{"a": ' * 17, "{" + '"a": [' * 40]:
+        with pytest.raises(LimitExceededError):
+            check_json_text_depth("arguments", arguments, 32)
+
+
+def test_json_checks_are_linear_on_adversarial_input() -> None:
+    shared: list[Any] = []
+    for _ in range(40):
+        shared = [shared, shared]  # 2**40 values, if walked
+    arguments = [
+        "[" + '"\\\\",' * 200_000 + "1]",  # many strings, each ending in an escape
+        "[" * 31 + '"' + "\\[" * 400_000,  # an unterminated string of escapes
+        "[1]" * 300_000,  # many shallow brackets
+    ]
+    start = time.perf_counter()
+    with pytest.raises(LimitExceededError) as raised:
+        check_metadata("metadata", {"a": shared}, Limits(max_json_depth=MAX_JSON_DEPTH))
+    assert raised.value.limit == Limits().max_metadata_bytes
+    for text in arguments:
+        check_json_text_depth("arguments", text, 32)
+    assert time.perf_counter() - start < 2.0

@@ -13,7 +13,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import accumulate
+from typing import Any, cast
 
 from ._models import ID_LENGTH, KEY_LENGTH, ROLES, TITLE_LENGTH, TOOL_FIELD_LENGTH, USER_ID_LENGTH
 from ._records import NewMessage, ToolCall
@@ -29,6 +30,10 @@ _MESSAGE_KEYS = frozenset(
 )
 _TOOL_CALL_KEYS = frozenset({"id", "name", "arguments"})
 MiB = 1024 * 1024
+MAX_JSON_DEPTH = 200
+"""The highest ``Limits.max_json_depth``. JSON encoders refuse deep values (pydantic's, which
+the HTTP service uses, stops at 255 levels, and a response wraps a value in a few levels more):
+a value stored deeper could never be read back over HTTP."""
 MAX_SEQ = 2**62
 """The largest ``seq`` (and position) accepted: far beyond any conversation, well inside the
 64-bit integers every database and driver binds (asyncpg rejects a larger Python int in the
@@ -53,6 +58,9 @@ class Limits:
     """``max_messages`` of one agent-input window."""
     max_window_tokens: int = 10_000_000
     """``max_tokens`` of one agent-input window."""
+    max_json_depth: int = 32
+    """Nesting of any stored JSON value (metadata, tool-call arguments): ``{}`` is 1 deep,
+    ``{"a": [1]}`` 2. At most :data:`MAX_JSON_DEPTH`."""
 
     def __post_init__(self) -> None:
         # Page sizes reach SQL as LIMIT: a limit beyond 64 bits would fail in the driver.
@@ -60,6 +68,12 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SEQ:
                 raise ValidationError(f"Limits.{name}", f"must be an integer from 1 to {MAX_SEQ}")
+        if self.max_json_depth > MAX_JSON_DEPTH:
+            raise LimitExceededError(
+                "Limits.max_json_depth",
+                f"must be at most {MAX_JSON_DEPTH}: deeper JSON could be stored but not served",
+                limit=MAX_JSON_DEPTH,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,14 +190,14 @@ def check_prompt_text(field: str, value: object, limits: Limits) -> str | None:
 
 
 def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:
-    """A JSON object within the size limit, whose strings are all storable."""
-    if value is None:
+    """A JSON object within the size and depth limits, whose strings are all storable."""
+    if value is None or (type(value) is dict and not value):  # most metadata is {}
         return {}
     if not isinstance(value, Mapping):
         raise ValidationError(
             field, f"must be a JSON object (a mapping), not {type(value).__name__}"
         )
-    _check_json(field, value)
+    _check_json(field, value, limits)
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -201,22 +215,93 @@ def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:
     return normalised
 
 
-def _check_json(field: str, value: object) -> None:
-    if isinstance(value, str):
-        check_text(field, value)
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ValidationError(field, f"object keys must be strings, got {k!r}")
-            check_text(f"{field} key", k)
-            _check_json(f"{field}.{k}", v)
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_json(f"{field}[{i}]", v)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(field, f"must be a finite number, got {value}")
-    elif value is not None and not isinstance(value, bool | int | float):
-        raise ValidationError(field, f"is not a JSON value: {type(value).__name__}")
+def _check_json(field: str, value: Mapping[Any, Any], limits: Limits) -> None:
+    """Every value storable JSON, nested at most ``limits.max_json_depth`` deep.
+
+    Iterative: a value nested thousands deep must be a LimitExceededError, not a
+    RecursionError. Each value costs at least a byte of the serialized JSON, so the walk also
+    stops after ``max_metadata_bytes`` values: a value that shares its parts (``a = [a, a]``,
+    32 times over) would otherwise take 2**32 steps before its size is measured.
+    """
+    max_depth, budget = limits.max_json_depth, limits.max_metadata_bytes
+    # (value, depth, parent's name, key or index): a name is formatted only for an error.
+    pending: list[tuple[object, int, str, str | int | None]] = [(value, 1, field, None)]
+    while pending:
+        item, depth, parent, key = pending.pop()
+        budget -= 1
+        if budget < 0:
+            raise LimitExceededError(
+                field,
+                f"is more than {limits.max_metadata_bytes} bytes as JSON",
+                limit=limits.max_metadata_bytes,
+            )
+        kind = type(item)
+        if kind is int or kind is bool or item is None:
+            continue
+        if isinstance(item, str):
+            if "\x00" in item or not item.isascii():  # else storable as it is
+                check_text(_json_path(parent, key), item)
+        elif kind is dict or kind is list or isinstance(item, Mapping | list | tuple):
+            if depth > max_depth:
+                raise _too_deep(field, max_depth)
+            where = _json_path(parent, key)
+            children: list[tuple[object, int, str, str | int | None]]
+            if isinstance(item, Mapping):
+                children = []
+                for k, v in item.items():
+                    if not isinstance(k, str):
+                        raise ValidationError(where, f"object keys must be strings, got {k!r}")
+                    if "\x00" in k or not k.isascii():
+                        check_text(f"{where} key", k)
+                    children.append((v, depth + 1, where, k))
+            else:  # a list or tuple (the type() tests above do not narrow)
+                items = cast("Sequence[object]", item)
+                children = [(v, depth + 1, where, i) for i, v in enumerate(items)]
+            pending.extend(reversed(children))  # report the first bad value first
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(_json_path(parent, key), f"must be a finite number, got {item}")
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise ValidationError(
+                _json_path(parent, key), f"is not a JSON value: {type(item).__name__}"
+            )
+
+
+def _json_path(parent: str, key: str | int | None) -> str:
+    if key is None:
+        return parent
+    return f"{parent}[{key}]" if isinstance(key, int) else f"{parent}.{key}"
+
+
+def _too_deep(field: str, max_depth: int) -> LimitExceededError:
+    return LimitExceededError(
+        field,
+        f"nests JSON objects and arrays deeper than the limit, {max_depth} levels",
+        limit=max_depth,
+    )
+
+
+# A JSON string (a lone quote to the end of the text, too), skipped when counting nesting.
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]++")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def check_json_text_depth(field: str, text: str, max_depth: int) -> None:
+    """Text that a JSON parser would not descend into deeper than ``max_depth`` levels.
+
+    Stored tool-call arguments stay text, but formats parse them (Anthropic's ``input``), and
+    Python's parser recurses once per level: thousands of levels raise RecursionError, not
+    ValueError. The nesting a parser would reach is at most the highest count of brackets open
+    outside strings; text that does not begin with ``[`` or ``{`` is a scalar or not JSON, and
+    a parser stops there. No recursion, and in the common case two ``str.count`` calls.
+    """
+    if text.count("{") + text.count("[") <= max_depth:
+        return
+    if text.lstrip(" \t\n\r")[:1] not in ("[", "{"):
+        return
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    if max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > max_depth:
+        raise _too_deep(field, max_depth)
 
 
 BATCH_KEY_PREFIX = "idem:"
@@ -402,4 +487,5 @@ def _check_tool_calls(field: str, value: object, limits: Limits) -> list[dict[st
                 "arguments": check_text(f"{where}.arguments", raw.get("arguments")),
             }
         )
+        check_json_text_depth(f"{where}.arguments", calls[-1]["arguments"], limits.max_json_depth)
     return calls
