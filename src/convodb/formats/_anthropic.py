@@ -8,10 +8,35 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .._parts import (
+    IMAGE_MEDIA_TYPES,
+    AudioPart,
+    FilePart,
+    ImagePart,
+    Part,
+    ProviderItemPart,
+    RedactedThinkingPart,
+    TextPart,
+    ThinkingPart,
+)
 from .._records import NewMessage, ToolCall
 from ..errors import ValidationError
 from . import _parse as p
 from ._common import MessageLike, arrange, tool_calls
+from ._content import (
+    REASONING,
+    UserMessage,
+    decoded_text,
+    file_id_of,
+    is_pdf,
+    is_web_url,
+    join,
+    parts_of,
+    placeholder,
+    source_of,
+    text_pieces,
+    user_turns,
+)
 
 ANTHROPIC_LEADING_USER_TEXT = "(earlier messages omitted)"
 """The user turn put before a history that starts with an assistant message, for Anthropic."""
@@ -19,6 +44,7 @@ RAW_ARGUMENTS_KEY = "_raw_arguments"
 """Anthropic ``tool_use`` input key holding arguments that are not a JSON object."""
 
 _ANTHROPIC_ID = re.compile(r"[A-Za-z0-9_-]+")
+_THINKING = ("thinking", "redacted_thinking")
 
 
 def _anthropic_id(call_id: str) -> str:
@@ -40,19 +66,93 @@ def _anthropic_input(arguments: str) -> dict[str, Any]:
     return {RAW_ARGUMENTS_KEY: arguments}
 
 
-def _anthropic_blocks(message: MessageLike) -> list[dict[str, Any]]:
-    # Anthropic rejects empty text blocks, so empty content adds none.
+def _text(text: str, *, blank: bool = False) -> list[dict[str, Any]]:
+    # The API rejects text blocks that are empty, or only whitespace (unless the message has
+    # other text); Anthropic's web search returns such blocks. ``blank`` keeps whitespace.
+    return [{"type": "text", "text": text}] if (text if blank else text.strip()) else []
+
+
+def _medium(part: ImagePart | FilePart | AudioPart) -> dict[str, Any] | None:
+    """The part as an ``image`` or ``document`` block; ``None`` when the API cannot take it."""
+    if isinstance(part, AudioPart):
+        return None
+    source = source_of(part)
+    if source is None:
+        return None
+    file_id = file_id_of("anthropic", source)
+    src: dict[str, Any]
+    if isinstance(part, ImagePart):
+        if source.kind == "data" and source.media_type in IMAGE_MEDIA_TYPES:
+            src = {"type": "base64", "media_type": source.media_type, "data": source.value}
+        elif source.kind == "url" and is_web_url(source.value):
+            src = {"type": "url", "url": source.value}
+        elif file_id is not None:
+            src = {"type": "file", "file_id": file_id}
+        else:
+            return None
+        return {"type": "image", "source": src}
+    text = decoded_text(source)
+    if text is not None and text.strip():
+        src = {"type": "text", "media_type": "text/plain", "data": text}
+    elif source.kind == "data" and source.media_type == "application/pdf":
+        src = {"type": "base64", "media_type": "application/pdf", "data": source.value}
+    elif source.kind == "url" and is_web_url(source.value) and is_pdf(source):
+        src = {"type": "url", "url": source.value}  # documents by URL are PDFs only
+    elif file_id is not None:
+        src = {"type": "file", "file_id": file_id}
+    else:
+        return None
+    block = {"type": "document", "source": src}
+    if part.filename:
+        block["title"] = part.filename
+    return block
+
+
+def _part_blocks(parts: Sequence[Part], role: str) -> list[dict[str, Any]]:
+    """Parts as content blocks, in order. Thinking is replayed only in assistant turns and
+    media only where the API takes it (user turns, tool results); the rest is a placeholder."""
+    blocks: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            blocks.extend(_text(part.text))
+        elif isinstance(part, ThinkingPart):
+            if role == "assistant":
+                blocks.append(
+                    {"type": "thinking", "thinking": part.thinking, "signature": part.signature}
+                )
+        elif isinstance(part, RedactedThinkingPart):
+            if role == "assistant":
+                blocks.append({"type": "redacted_thinking", "data": part.data})
+        elif isinstance(part, ProviderItemPart):
+            if part.provider == "anthropic":
+                blocks.append(dict(part.item))
+        elif not isinstance(part, REASONING):  # OpenAI reasoning is left out
+            medium = _medium(part) if role in ("user", "tool") else None
+            blocks.extend([medium] if medium is not None else _text(placeholder(part)))
+    return blocks
+
+
+def _blocks(message: MessageLike, *, blank: bool = False) -> list[dict[str, Any]]:
+    content = message.content
+    text = content if content is None or isinstance(content, str) else None
+    parts = None if content is None or isinstance(content, str) else parts_of(content)
     if message.role == "tool":
         block: dict[str, Any] = {
             "type": "tool_result",
             "tool_use_id": _anthropic_id(message.tool_call_id or ""),
         }
-        if message.content:
-            block["content"] = message.content
+        if parts is not None:
+            inner = _part_blocks(parts, "tool")
+            if len(inner) == 1 and inner[0]["type"] == "text":
+                block["content"] = inner[0]["text"]
+            elif inner:
+                block["content"] = inner
+        elif text and text.strip():
+            block["content"] = text
         return [block]
-    blocks: list[dict[str, Any]] = []
-    if message.content:
-        blocks.append({"type": "text", "text": message.content})
+    blocks = (
+        _part_blocks(parts, message.role) if parts is not None else _text(text or "", blank=blank)
+    )
     blocks.extend(
         {
             "type": "tool_use",
@@ -65,12 +165,27 @@ def _anthropic_blocks(message: MessageLike) -> list[dict[str, Any]]:
     return blocks
 
 
+def _thinking_first(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An assistant turn that starts with its thinking.
+
+    With thinking enabled, the API requires the assistant turn a request continues to start
+    with a thinking block. A turn merged from several messages (say, a stored text-only
+    message before the one the model answered with thinking and calls) would start with
+    the earlier text, so the first run of thinking blocks moves to the front, unchanged.
+    """
+    first = next((i for i, b in enumerate(blocks) if b.get("type") in _THINKING), 0)
+    end = first
+    while end < len(blocks) and blocks[end].get("type") in _THINKING:
+        end += 1
+    return [*blocks[first:end], *blocks[:first], *blocks[end:]]
+
+
 def to_anthropic(
     messages: Iterable[MessageLike],
     *,
     system_prompt: str | None = None,
     summary: str | None = None,
-    user_message: str | None = None,
+    user_message: UserMessage = None,
 ) -> dict[str, Any]:
     """History as the ``system`` and ``messages`` of an Anthropic Messages request.
 
@@ -83,24 +198,32 @@ def to_anthropic(
         messages: the history, oldest first.
         system_prompt: the start of ``system``, when given.
         summary: added to ``system`` after the system prompt, when given.
-        user_message: a last user turn, when given.
+        user_message: a last user turn, when given: text, or parts (records or dicts).
 
     Returns:
         ``{"messages": [...]}`` with ``MessageParam`` dicts whose roles alternate, starting
         with ``user``, plus ``"system"`` when there is any system text (system prompt, summary
-        and stored system messages, separated by blank lines).
+        and stored system messages, separated by blank lines). An assistant turn with thinking
+        starts with it.
+
+    Raises:
+        ValidationError: a part of ``user_message`` is not shaped like a part.
     """
     system_parts = [t for t in (system_prompt, summary) if t]
     turns: list[dict[str, Any]] = []
-    arranged = arrange(messages)
-    user_turn = [] if user_message is None else [NewMessage(role="user", content=user_message)]
-    for message in [*arranged, *user_turn]:
+    # The new user message is sent as given, even if blank: dropping it would turn the last
+    # assistant turn into a prefill.
+    history = [(m, False) for m in arrange(messages)]
+    for message, new in [*history, *((t, True) for t in user_turns(user_message))]:
         if message.role == "system":
-            if message.content:
-                system_parts.append(message.content)
+            content = message.content
+            if content is not None and not isinstance(content, str):
+                content = join(text_pieces(parts_of(content)))
+            if content:
+                system_parts.append(content)
             continue
         role = "assistant" if message.role == "assistant" else "user"
-        blocks = _anthropic_blocks(message)
+        blocks = _blocks(message, blank=new)
         if not blocks:
             continue
         if turns and turns[-1]["role"] == role:
@@ -108,8 +231,10 @@ def to_anthropic(
         else:
             turns.append({"role": role, "content": blocks})
     for turn in turns:
-        # Tool results must open a user turn; sorted() is stable, so order is otherwise kept.
-        turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+        if turn["role"] == "assistant":
+            turn["content"] = _thinking_first(turn["content"])
+        else:  # tool results must open a user turn; sorted() is stable
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
     if turns and turns[0]["role"] == "assistant":
         lead = [{"type": "text", "text": ANTHROPIC_LEADING_USER_TEXT}]
         turns.insert(0, {"role": "user", "content": lead})
@@ -117,6 +242,9 @@ def to_anthropic(
     if system_parts:
         out["system"] = "\n\n".join(system_parts)
     return out
+
+
+# -- the way back ---------------------------------------------------------------------------
 
 
 def _unwrap_input(value: Any) -> str:
@@ -191,7 +319,7 @@ def from_anthropic(data: Any) -> list[NewMessage]:
                     )
                 )
         if role == "assistant":
-            out.append(p.assistant(texts, calls))
+            out.append(p.assistant("".join(texts), calls))
         elif texts:
             out.append(NewMessage(role="user", content="".join(texts)))
     return out

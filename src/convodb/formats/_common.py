@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from .._parts import Part
 from .._records import ToolCall
 from ..history import ToolGroups
 
 
 class MessageLike(Protocol):
-    """What the formatters read: a :class:`~convodb.StoredMessage` or a ``convodb.Message`` row."""
+    """What the formatters read: a :class:`~convodb.StoredMessage` or a ``convodb.Message`` row.
+
+    ``content`` is text or a sequence of parts (``convodb`` part records); ``tool_calls``,
+    when the object has it, is a sequence of :class:`~convodb.ToolCall` or dicts.
+    """
 
     @property
     def role(self) -> str: ...
     @property
-    def content(self) -> str | None: ...
+    def content(self) -> str | Sequence[Part] | None: ...
     @property
     def tool_call_id(self) -> str | None: ...
     @property
@@ -45,8 +50,3 @@ def arrange(messages: Iterable[MessageLike]) -> list[MessageLike]:
 def preamble(system_prompt: str | None, summary: str | None) -> list[dict[str, Any]]:
     """The system prompt and the summary as system messages."""
     return [{"role": "system", "content": t} for t in (system_prompt, summary) if t is not None]
-
-
-def user_turn(user_message: str | None) -> list[dict[str, Any]]:
-    """The new user message, when there is one."""
-    return [] if user_message is None else [{"role": "user", "content": user_message}]

@@ -9,6 +9,7 @@ from .._records import NewMessage
 from ..errors import ValidationError
 from ._anthropic import from_anthropic, to_anthropic
 from ._common import MessageLike
+from ._content import UserMessage
 from ._openai_chat import from_openai_chat, to_openai_chat_messages
 from ._openai_responses import from_openai_responses, to_openai_responses_input
 from ._plain import to_plain
@@ -23,7 +24,7 @@ def format_messages(
     *,
     system_prompt: str | None = None,
     summary: str | None = None,
-    user_message: str | None = None,
+    user_message: UserMessage = None,
 ) -> dict[str, Any]:
     """History in a named format, as keyword arguments for that API's client.
 
@@ -39,27 +40,25 @@ def format_messages(
         messages: the history, oldest first.
         system_prompt: sent first, when given.
         summary: sent after the system prompt, when given.
-        user_message: sent last, when given.
+        user_message: sent last, when given: text, or parts (records or dicts, shaped like
+            ``convodb`` parts; their values are checked by the service, not here).
 
     Returns:
         The keyword arguments.
 
     Raises:
-        ValidationError: ``format_name`` is not one of :data:`FORMATS` (field ``format``).
+        ValidationError: ``format_name`` is not one of :data:`FORMATS` (field ``format``), or
+            a part of ``user_message`` is not shaped like a part (``user_message[i]``).
     """
-    parts: dict[str, str | None] = {
-        "system_prompt": system_prompt,
-        "summary": summary,
-        "user_message": user_message,
-    }
+    fixed = {"system_prompt": system_prompt, "summary": summary}
     if format_name == "openai-chat":
-        return {"messages": to_openai_chat_messages(messages, **parts)}
+        return {"messages": to_openai_chat_messages(messages, **fixed, user_message=user_message)}
     if format_name == "openai-responses":
-        return {"input": to_openai_responses_input(messages, **parts)}
+        return {"input": to_openai_responses_input(messages, **fixed, user_message=user_message)}
     if format_name == "anthropic":
-        return to_anthropic(messages, **parts)
+        return to_anthropic(messages, **fixed, user_message=user_message)
     if format_name == "plain":
-        return {"messages": to_plain(messages, **parts)}
+        return {"messages": to_plain(messages, **fixed, user_message=user_message)}
     raise ValidationError("format", f"must be one of {list(FORMATS)}; got {format_name!r}")
 
 

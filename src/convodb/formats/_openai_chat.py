@@ -2,18 +2,109 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .._parts import (
+    AUDIO_FORMATS,
+    IMAGE_MEDIA_TYPES,
+    AudioPart,
+    FilePart,
+    ImagePart,
+    Part,
+    TextPart,
+)
 from .._records import NewMessage, ToolCall
 from ..errors import ValidationError
 from . import _parse as p
-from ._common import MessageLike, arrange, preamble, tool_calls, user_turn
+from ._common import MessageLike, arrange, preamble, tool_calls
+from ._content import (
+    REASONING,
+    UserMessage,
+    data_url,
+    decoded_text,
+    file_id_of,
+    filename_of,
+    is_web_url,
+    parts_of,
+    placeholder,
+    source_of,
+    user_turns,
+)
+
+_PDF = "application/pdf"
+_NEXT_USER_MESSAGE = "in the next user message"
 
 
-def to_openai_chat(message: MessageLike) -> dict[str, Any]:
-    """One message as an OpenAI Chat Completions message param."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _medium(part: ImagePart | FilePart | AudioPart) -> dict[str, Any] | None:
+    """The part as a user content part; ``None`` when Chat Completions cannot take it."""
+    if isinstance(part, AudioPart):
+        if part.data is None or part.format not in AUDIO_FORMATS:
+            return None
+        return {"type": "input_audio", "input_audio": {"data": part.data, "format": part.format}}
+    source = source_of(part)
+    if source is None:
+        return None
+    if isinstance(part, ImagePart):
+        if source.kind == "data" and source.media_type in IMAGE_MEDIA_TYPES:
+            image = {"url": data_url(source.media_type, source.value)}
+        elif source.kind == "url" and is_web_url(source.value):
+            image = {"url": source.value}
+        else:  # image_url takes no file id
+            return None
+        if part.detail is not None:
+            image["detail"] = part.detail
+        return {"type": "image_url", "image_url": image}
+    # Chat Completions takes PDFs only; OpenAI's advice for text files is to send their text.
+    text = decoded_text(source)
+    if text is not None:
+        return _text(f"{placeholder(part)}\n{text}")
+    if source.kind == "data" and source.media_type == _PDF:
+        file = {"file_data": data_url(_PDF, source.value), "filename": filename_of(part, _PDF)}
+        return {"type": "file", "file": file}
+    file_id = file_id_of("openai", source)
+    if file_id is not None and source.media_type in (None, _PDF):
+        return {"type": "file", "file": {"file_id": file_id}}
+    return None  # a URL, another provider's file id, or data not loaded
+
+
+def _content(
+    message: MessageLike, parts: Sequence[Part], carry: list[dict[str, Any]] | None
+) -> str | list[dict[str, Any]] | None:
+    elements: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            if part.text:
+                elements.append(_text(part.text))
+            continue
+        if isinstance(part, REASONING):  # Chat Completions takes no reasoning back
+            continue
+        medium = _medium(part)
+        if medium is not None and (medium["type"] == "text" or message.role == "user"):
+            elements.append(medium)
+        elif medium is not None and message.role == "tool" and carry is not None:
+            carry.append(medium)  # a tool message takes text only
+            elements.append(_text(placeholder(part, _NEXT_USER_MESSAGE)))
+        else:
+            elements.append(_text(placeholder(part)))
+    if not elements:
+        return None if message.role == "assistant" and tool_calls(message) else ""
+    if len(elements) == 1 and elements[0]["type"] == "text":
+        text: str = elements[0]["text"]
+        return text
+    return elements
+
+
+def _message(message: MessageLike, carry: list[dict[str, Any]] | None) -> dict[str, Any]:
+    content = message.content
+    shaped: str | list[dict[str, Any]] | None = content if isinstance(content, str) else None
+    if content is not None and not isinstance(content, str):
+        shaped = _content(message, parts_of(content), carry)
+    out: dict[str, Any] = {"role": message.role, "content": shaped}
     if getattr(message, "tool_calls", None):
         out["tool_calls"] = [
             {
@@ -28,12 +119,32 @@ def to_openai_chat(message: MessageLike) -> dict[str, Any]:
     return out
 
 
+def to_openai_chat(message: MessageLike) -> dict[str, Any]:
+    """One message as an OpenAI Chat Completions message param.
+
+    Parts a message of its role cannot carry (an image in a tool result, say) become text
+    placeholders; :func:`to_openai_chat_messages` sends a tool result's media after it.
+    """
+    return _message(message, None)
+
+
+def _attachments(results: list[tuple[MessageLike, list[dict[str, Any]]]]) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    for result, media in results:
+        name = f" ({result.tool_name})" if result.tool_name else ""
+        content.append(
+            _text(f"Attachments of the result of tool call {result.tool_call_id}{name}:")
+        )
+        content.extend(media)
+    return {"role": "user", "content": content}
+
+
 def to_openai_chat_messages(
     messages: Iterable[MessageLike],
     *,
     system_prompt: str | None = None,
     summary: str | None = None,
-    user_message: str | None = None,
+    user_message: UserMessage = None,
 ) -> list[dict[str, Any]]:
     """History as the ``messages`` of an OpenAI Chat Completions request.
 
@@ -47,17 +158,32 @@ def to_openai_chat_messages(
         messages: the history, oldest first.
         system_prompt: a first system message, when given.
         summary: a system message after the system prompt, when given.
-        user_message: a last user message, when given.
+        user_message: a last user message, when given: text, or parts (records or dicts).
 
     Returns:
         ``ChatCompletionMessageParam`` dicts: assistant calls as ``tool_calls``, results as
-        ``tool`` messages with ``tool_call_id``.
+        ``tool`` messages with ``tool_call_id``. A tool message takes only text, so the images,
+        PDFs and audio of tool results follow the last of them in one user message.
+
+    Raises:
+        ValidationError: a part of ``user_message`` is not shaped like a part.
     """
-    return [
-        *preamble(system_prompt, summary),
-        *(to_openai_chat(m) for m in arrange(messages)),
-        *user_turn(user_message),
-    ]
+    out = preamble(system_prompt, summary)
+    carried: list[tuple[MessageLike, list[dict[str, Any]]]] = []
+    for message in [*arrange(messages), *user_turns(user_message)]:
+        if carried and message.role != "tool":
+            out.append(_attachments(carried))
+            carried = []
+        carry: list[dict[str, Any]] = []
+        out.append(_message(message, carry))
+        if carry:
+            carried.append((message, carry))
+    if carried:
+        out.append(_attachments(carried))
+    return out
+
+
+# -- the way back ---------------------------------------------------------------------------
 
 
 _CHAT_TEXT = {"text": "text", "refusal": "refusal"}
@@ -121,7 +247,7 @@ def from_openai_chat(data: Any) -> list[NewMessage]:
                 names[calls[-1].id] = calls[-1].name
             if text is None and isinstance(message.get("refusal"), str):
                 text = message["refusal"]
-            out.append(p.assistant([text or ""], calls))
+            out.append(p.assistant(text or "", calls))
         else:
             out.append(NewMessage(role=role, content=text or ""))
     return out

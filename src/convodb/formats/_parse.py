@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._parts import Part, TextPart
 from .._records import NewMessage, Role, ToolCall
 from ..errors import ValidationError
 
@@ -65,11 +66,41 @@ def role(value: Any, field: str) -> Role:
     raise ValidationError(field, f"must be system, developer, user, assistant or tool: {value!r}")
 
 
-def assistant(texts: list[str], calls: list[ToolCall]) -> NewMessage:
-    content = "".join(texts)
-    # A stored message needs content unless it carries calls.
+def content_of(parts: list[Part]) -> str | list[Part]:
+    """Parts as message content: one string when they are all text (as before content had
+    parts: a text-only message stays a string), else the parts."""
+    if all(isinstance(part, TextPart) for part in parts):
+        return "".join(part.text for part in parts if isinstance(part, TextPart))
+    return parts
+
+
+def message(
+    role: Role,
+    content: str | list[Part] | None,
+    *,
+    tool_calls: list[ToolCall] | None = None,
+    tool_call_id: str | None = None,
+    tool_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> NewMessage:
+    # Content as parts is issue 10's; until NewMessage.content is declared to take them (a
+    # change to convodb._records under way), the fields pass untyped.
+    fields: dict[str, Any] = {"role": role, "content": content}
     return NewMessage(
-        role="assistant",
-        content=content or (None if calls else ""),
-        tool_calls=list(calls) or None,  # a copy: callers reuse their list
+        **fields,
+        tool_calls=tool_calls,
+        tool_call_id=tool_call_id,
+        tool_name=tool_name,
+        metadata=metadata,
     )
+
+
+def assistant(content: str | list[Part] | None, calls: list[ToolCall]) -> NewMessage:
+    """An assistant message; its content ``None`` only when it has calls (a stored message
+    needs content unless it carries calls)."""
+    if isinstance(content, list):
+        content = content_of(list(content))
+    if not isinstance(content, list):
+        content = content or (None if calls else "")
+    # Copies: callers reuse their lists.
+    return message("assistant", content, tool_calls=list(calls) or None)

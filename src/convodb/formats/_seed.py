@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .._parts import part_to_dict
 from ._common import MessageLike, tool_calls
+from ._content import UserMessage, parts_of, user_turns
 from ._openai_chat import to_openai_chat
 
 
 def build_message_array(
     db_messages: Iterable[MessageLike],
-    user_message: str | None,
+    user_message: UserMessage,
     system_prompt: str | None = None,
 ) -> list[dict[str, Any]]:
     """Stored messages as an OpenAI Chat Completions ``messages`` array.
@@ -28,34 +30,42 @@ def build_message_array(
 
     Args:
         db_messages: the history, oldest first (as ``get_conversation_history`` returns it).
-        user_message: the new user turn, appended last; ``None`` to add none.
+        user_message: the new user turn, appended last; ``None`` to add none. Text, or parts
+            (records or dicts).
         system_prompt: put first as a system message, when given.
 
     Returns:
         ``{"role", "content"}`` dicts, with ``tool_calls`` on assistant messages that made
-        calls and ``tool_call_id`` on tool results.
+        calls and ``tool_call_id`` on tool results; content parts as
+        :func:`to_openai_chat` shapes them.
+
+    Raises:
+        ValidationError: a part of ``user_message`` is not shaped like a part.
     """
     array: list[dict[str, Any]] = []
     if system_prompt is not None:
         array.append({"role": "system", "content": system_prompt})
-    array.extend(to_openai_chat(m) for m in db_messages)
-    if user_message is not None:
-        array.append({"role": "user", "content": user_message})
+    array.extend(to_openai_chat(m) for m in [*db_messages, *user_turns(user_message)])
     return array
 
 
 def message_to_dict(message: MessageLike) -> dict[str, Any]:
-    """A stored message as a JSON-ready dict (timestamps in ISO 8601)."""
+    """A stored message as a JSON-ready dict (timestamps in ISO 8601, parts as dicts)."""
     metadata = getattr(message, "metadata", None)
     if not isinstance(metadata, dict):  # the ORM row calls it metadata_
         metadata = getattr(message, "metadata_", None) or {}
     created_at = getattr(message, "created_at", None)
+    content: str | list[dict[str, Any]] | None
+    if message.content is None or isinstance(message.content, str):
+        content = message.content
+    else:
+        content = [part_to_dict(part) for part in parts_of(message.content)]
     return {
         "id": getattr(message, "id", None),
         "conversation_id": getattr(message, "conversation_id", None),
         "seq": getattr(message, "seq", None),
         "role": message.role,
-        "content": message.content,
+        "content": content,
         "tool_calls": tool_calls(message) or None,
         "tool_name": message.tool_name,
         "tool_call_id": message.tool_call_id,

@@ -1,0 +1,326 @@
+"""Content parts through every format: media in each API's shape, placeholders for what an API
+cannot take, provider reasoning replayed only to its provider, and the way back.
+
+Requests are validated with the SDKs' own request types (``check_*`` from test_formats); the
+payloads parsed here are shaped like what the APIs return.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.responses import ResponseInputParam
+from pydantic import ConfigDict, TypeAdapter
+
+from convodb._parts import (
+    AudioPart,
+    FilePart,
+    ImagePart,
+    Part,
+    TextPart,
+    part_to_dict,
+)
+from convodb._records import NewMessage, ToolCall
+from convodb.errors import ValidationError
+from convodb.formats import (
+    build_message_array,
+    format_messages,
+    message_to_dict,
+    to_openai_chat,
+)
+
+from .test_formats import (
+    _consume,
+    check_anthropic,
+    check_openai_chat,
+    check_openai_responses,
+    new,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+PDF = b64(b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+WAV = b64(b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00")
+NOTES = "Meeting notes: ship on Friday."
+
+# Markers that must appear only in their own provider's requests.
+SIGNATURE = "EqQBCkYIBxgCKkAanthropicSignature=="
+REDACTED = "EmwKAhgBEgyAnthropicRedacted=="
+ENCRYPTED = "gAAAAABoOpenAIEncryptedReasoning=="
+SEARCH_ID = "srvtoolu_01WebSearch"
+WEB_CALL = "ws_01OpenAIWebSearch"
+
+FORMATS = ("openai-chat", "openai-responses", "anthropic", "plain")
+# The OpenAI request types checked again, rejecting keys they do not define, as the API does.
+# (Anthropic's content types admit response blocks, which allow extra keys.)
+STRICT: dict[str, TypeAdapter[Any]] = {
+    "openai-chat": TypeAdapter(list[ChatCompletionMessageParam], config=ConfigDict(extra="forbid")),
+    "openai-responses": TypeAdapter(ResponseInputParam, config=ConfigDict(extra="forbid")),
+}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored message with parts, as ``StoredMessage`` will hold them (a ``MessageLike``)."""
+
+    role: str
+    content: str | tuple[Part, ...] | None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    seq: int = 0
+    token_count: int | None = 1
+
+
+def stored(messages: list[NewMessage]) -> list[Stored]:
+    """Parsed messages as the store returns them: parts as a tuple, calls as ``ToolCall``."""
+    out = []
+    for seq, m in enumerate(messages, 1):
+        content = m.content if m.content is None or isinstance(m.content, str) else tuple(m.content)
+        calls = tuple(c if isinstance(c, ToolCall) else ToolCall(**c) for c in m.tool_calls or ())
+        out.append(Stored(m.role, content, calls or None, m.tool_call_id, m.tool_name, seq=seq))
+    return out
+
+
+def every_format(messages: list[Stored], **fixed: Any) -> dict[str, Any]:
+    """Each format's request, each checked against its SDK's request types."""
+    out = {name: format_messages(name, messages, **fixed) for name in FORMATS}
+    check_openai_chat(out["openai-chat"]["messages"])
+    check_openai_responses(out["openai-responses"]["input"])
+    check_anthropic(out["anthropic"])
+    for name in ("openai-chat", "openai-responses"):
+        _consume(STRICT[name].validate_python(out[name].get("messages", out[name].get("input"))))
+    assert all(isinstance(m["content"], str) for m in out["plain"]["messages"])
+    return out
+
+
+def content(message: NewMessage) -> Any:
+    """A parsed message's content (typed loosely until ``NewMessage`` declares parts)."""
+    return message.content
+
+
+def dumped(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def assert_scoped(out: dict[str, Any]) -> None:
+    """Reasoning and provider items of one provider appear in that provider's request only."""
+    anthropic_only = (SIGNATURE, REDACTED, SEARCH_ID, '"thinking"')
+    openai_only = (ENCRYPTED, WEB_CALL, '"reasoning"')
+    for name, request in out.items():
+        text = dumped(request)
+        if name != "anthropic":
+            assert not [m for m in anthropic_only if m in text], name
+        if name != "openai-responses":
+            assert not [m for m in openai_only if m in text], name
+
+
+# -- media in every API ----------------------------------------------------------------------
+
+
+IMAGE_URL = ImagePart(url="https://example.com/cat.png", detail="low")
+IMAGE_DATA = ImagePart(data=PNG, media_type="image/png", width=1, height=1)
+REPORT = FilePart(data=PDF, media_type="application/pdf", filename="report.pdf", pages=1)
+
+
+def test_images_by_url_and_base64_in_each_api_shape() -> None:
+    history = [Stored("user", (TextPart(text="Compare"), IMAGE_URL, IMAGE_DATA))]
+    out = every_format(history)
+    assert out["openai-chat"]["messages"][0]["content"] == [
+        {"type": "text", "text": "Compare"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    assert out["openai-responses"]["input"][0]["content"] == [
+        {"type": "input_text", "text": "Compare"},
+        {"type": "input_image", "detail": "low", "image_url": "https://example.com/cat.png"},
+        {"type": "input_image", "detail": "auto", "image_url": f"data:image/png;base64,{PNG}"},
+    ]
+    assert out["anthropic"]["messages"][0]["content"] == [
+        {"type": "text", "text": "Compare"},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+    ]
+    assert out["plain"]["messages"][0]["content"] == (
+        "Compare\n[image: https://example.com/cat.png]\n[image: image/png, 1x1]"
+    )
+
+
+def test_a_pdf_in_each_api_shape() -> None:
+    out = every_format([Stored("user", (REPORT, TextPart(text="Summarize.")))])
+    assert out["openai-chat"]["messages"][0]["content"][0] == {
+        "type": "file",
+        "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "report.pdf"},
+    }
+    assert out["openai-responses"]["input"][0]["content"][0] == {
+        "type": "input_file",
+        "file_data": f"data:application/pdf;base64,{PDF}",
+        "filename": "report.pdf",
+    }
+    assert out["anthropic"]["messages"][0]["content"][0] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+        "title": "report.pdf",
+    }
+    assert out["plain"]["messages"][0]["content"] == (
+        "[file: report.pdf, application/pdf, 1 pages]\nSummarize."
+    )
+
+
+def test_a_text_file_is_sent_as_text_where_an_api_takes_pdfs_only() -> None:
+    notes = FilePart(data=b64(NOTES.encode()), media_type="text/plain", filename="notes.txt")
+    out = every_format([Stored("user", (notes,))])
+    assert out["openai-chat"]["messages"][0]["content"] == (
+        f"[file: notes.txt, text/plain]\n{NOTES}"
+    )
+    assert out["anthropic"]["messages"][0]["content"][0]["source"] == {
+        "type": "text",
+        "media_type": "text/plain",
+        "data": NOTES,
+    }
+    assert out["openai-responses"]["input"][0]["content"][0]["type"] == "input_file"
+
+
+UNLOADED = ImagePart(media_type="image/png", attachment="ab" * 32, size=68, width=640, height=480)
+AUDIO = AudioPart(data=WAV, format="wav")
+
+
+@pytest.mark.parametrize(
+    ("part", "fmt", "text"),
+    [
+        (AUDIO, "anthropic", "[audio: wav]"),
+        (AUDIO, "openai-responses", "[audio: wav]"),
+        (AUDIO, "plain", "[audio: wav]"),
+        (UNLOADED, "openai-chat", "[image: image/png, 640x480]"),
+        (UNLOADED, "openai-responses", "[image: image/png, 640x480]"),
+        (UNLOADED, "anthropic", "[image: image/png, 640x480]"),
+        (
+            FilePart(url="https://example.com/a.pdf"),
+            "openai-chat",
+            "[file: https://example.com/a.pdf]",
+        ),
+        (
+            FilePart(url="https://example.com/a.csv"),
+            "anthropic",
+            "[file: https://example.com/a.csv]",
+        ),
+        (ImagePart(file_id="file-abc123"), "anthropic", "[image: file-abc123]"),
+        (ImagePart(file_id="file-abc123"), "openai-chat", "[image: file-abc123]"),
+        (FilePart(file_id="file_011CNha8"), "openai-responses", "[file: file_011CNha8]"),
+        (FilePart(file_id="file_011CNha8"), "openai-chat", "[file: file_011CNha8]"),
+    ],
+)
+def test_a_part_an_api_cannot_take_becomes_a_placeholder_naming_it(
+    part: Part, fmt: str, text: str
+) -> None:
+    out = every_format([Stored("user", (TextPart(text="Look:"), part))])
+    assert text in dumped(out[fmt])
+
+
+def test_provider_file_ids_go_to_their_provider_only() -> None:
+    history = [Stored("user", (ImagePart(file_id="file-abc"), FilePart(file_id="file_011xyz")))]
+    out = every_format(history)
+    assert out["openai-responses"]["input"][0]["content"] == [
+        {"type": "input_image", "detail": "auto", "file_id": "file-abc"},
+        {"type": "input_text", "text": "[file: file_011xyz]"},
+    ]
+    assert out["anthropic"]["messages"][0]["content"] == [
+        {"type": "text", "text": "[image: file-abc]"},
+        {"type": "document", "source": {"type": "file", "file_id": "file_011xyz"}},
+    ]
+
+
+def test_media_outside_user_messages_and_tool_results_are_placeholders() -> None:
+    history = [
+        Stored("system", (TextPart(text="Rules."), IMAGE_DATA)),
+        Stored("user", "Hi"),
+        Stored("assistant", (TextPart(text="Here:"), IMAGE_URL)),
+    ]
+    out = every_format(history, user_message="ok")
+    assert out["anthropic"]["system"] == "Rules.\n[image: image/png, 1x1]"
+    assert out["openai-chat"]["messages"][0]["content"] == [
+        {"type": "text", "text": "Rules."},
+        {"type": "text", "text": "[image: image/png, 1x1]"},
+    ]
+    assert out["openai-responses"]["input"][2] == {
+        "role": "assistant",
+        "content": "Here:\n[image: https://example.com/cat.png]",
+    }
+
+
+def test_chat_tool_media_follow_the_results_in_one_user_message() -> None:
+    history = stored(
+        [
+            new(role="user", content="Open both pages"),
+            new(
+                role="assistant",
+                content=None,
+                tool_calls=[ToolCall("c1", "screenshot", "{}"), ToolCall("c2", "pdf", "{}")],
+            ),
+            new(role="tool", content=[IMAGE_DATA], tool_call_id="c1", tool_name="screenshot"),
+            new(role="tool", content=[TextPart(text="ok"), REPORT], tool_call_id="c2"),
+        ]
+    )
+    messages = every_format(history, user_message="Well?")["openai-chat"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "tool", "user", "user"]
+    assert messages[2]["content"] == "[image: image/png, 1x1; in the next user message]"
+    assert messages[4]["content"] == [
+        {"type": "text", "text": "Attachments of the result of tool call c1 (screenshot):"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "text", "text": "Attachments of the result of tool call c2:"},
+        {
+            "type": "file",
+            "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "report.pdf"},
+        },
+    ]
+    # One message alone names its media instead (the seed's helper never adds messages).
+    assert to_openai_chat(history[2])["content"] == "[image: image/png, 1x1]"
+
+
+def test_user_message_takes_parts_as_records_or_dicts() -> None:
+    as_dicts = [{"type": "text", "text": "What is this?"}, part_to_dict(IMAGE_URL)]
+    for user_message in (as_dicts, [TextPart(text="What is this?"), IMAGE_URL]):
+        out = every_format([], user_message=user_message)
+        assert out["anthropic"]["messages"][-1]["content"][1]["type"] == "image"
+        assert out["openai-chat"]["messages"][-1]["content"][1]["type"] == "image_url"
+        assert out["openai-responses"]["input"][-1]["content"][1]["type"] == "input_image"
+        assert out["plain"]["messages"][-1]["content"] == (
+            "What is this?\n[image: https://example.com/cat.png]"
+        )
+    array = build_message_array([], as_dicts, system_prompt="S")
+    assert array[-1]["content"][1]["type"] == "image_url"
+
+
+@pytest.mark.parametrize(
+    ("user_message", "field"),
+    [
+        ([{"type": "video", "url": "x"}], "user_message[0].type"),
+        ([{"type": "text", "text": "a", "colour": "red"}], "user_message[0]"),
+        ([{"type": "text"}], "user_message[0]"),
+        (["just a string"], "user_message[0]"),
+    ],
+)
+def test_user_message_parts_of_unknown_shape_are_validation_errors(
+    user_message: Any, field: str
+) -> None:
+    for name in FORMATS:
+        with pytest.raises(ValidationError) as info:
+            format_messages(name, [], user_message=user_message)
+        assert info.value.field == field
+
+
+def test_message_to_dict_writes_parts_as_dicts() -> None:
+    message = Stored("user", (TextPart(text="see"), IMAGE_URL))
+    assert message_to_dict(message)["content"] == [
+        {"type": "text", "text": "see"},
+        {"type": "image", "url": "https://example.com/cat.png", "detail": "low"},
+    ]
