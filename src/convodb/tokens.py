@@ -125,15 +125,16 @@ class TiktokenCounter(_MessageCounting):
     the APIs treat it.
 
     tiktoken splits text into pieces (a word, a run of punctuation, a run of whitespace) and
-    encodes each piece alone. Its time on one piece grows quadratically with the piece's
-    length before tiktoken 0.13 (hours for a 1 MiB run of one letter), and its regex engine
-    panics on a run of about a million spaces. So a run that tiktoken could take as one piece
-    of more than :attr:`max_piece` characters (a long run of one character, CJK text without
-    punctuation, a long hex string) is counted in parts of at most that length, and each cut
-    that splits a piece adds two tokens: splitting a piece can save a token or two, and the
-    count errs on the high side. All other text is counted exactly: it is cut, if at all,
-    only where the pre-tokenizers of ``o200k_base``, ``cl100k_base`` and the GPT-2 family
-    always end one piece and begin the next.
+    encodes each piece alone. Before tiktoken 0.13 its time on a piece grows quadratically with
+    the piece's length (minutes for 1 MiB of one letter), and its regex engine panics on a
+    run of about a million spaces. So text is counted in parts wherever it has a stretch of
+    more than :attr:`max_piece` characters without a space, or of whitespace, where a piece
+    that long could be. Such a stretch is cut where the pre-tokenizers of ``o200k_base``,
+    ``cl100k_base`` and the GPT-2 family always end one piece and begin the next, which keeps
+    the count exact; where no such place is near (a long run of one character, CJK text
+    without punctuation, a long hex string), inside a piece, and each of those cuts adds two
+    tokens: splitting a piece can save a token or two, and the count errs on the high side.
+    Text without such stretches is counted exactly, in one call.
     """
 
     max_piece: int = 512
@@ -178,7 +179,7 @@ _SAFE_CUT = re.compile(
 
 # Where no safe cut is near, a cut between two letters, two ASCII marks or two spaces, tabs or
 # line breaks changes only the piece it splits. Splitting a piece in two was never found to
-# save more than two tokens (hypothesis runs over random text with pieces cut every few
+# save more than two tokens (over half a million random texts, with pieces cut every few
 # characters), hence _CUT_MARGIN per such cut.
 _INNER_CUT = re.compile(
     r"(?<=[^\W\d_])(?=[^\W\d_])|(?<=[!-/:-@\[-`{-~])(?=[!-/:-@\[-`{-~])"
