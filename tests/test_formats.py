@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.responses import Response, ResponseInputParam
 from pydantic import TypeAdapter
 
+from convodb._parts import ReasoningPart, TextPart, ThinkingPart
 from convodb._records import NewMessage, Role, StoredMessage, ToolCall
 from convodb.errors import ValidationError
 from convodb.formats import (
@@ -495,7 +496,7 @@ def test_openai_responses_round_trip() -> None:
     same(from_openai_responses(to_openai_responses_input(HISTORY)), arranged)
 
 
-def test_openai_responses_sdk_object_skips_reasoning() -> None:
+def test_openai_responses_sdk_object_keeps_reasoning() -> None:
     response = Response.model_validate(
         {
             "id": "resp_1",
@@ -530,9 +531,9 @@ def test_openai_responses_sdk_object_skips_reasoning() -> None:
     )
     results = [{"type": "function_call_output", "call_id": "call_5", "output": "42"}]
     assert from_openai_responses(list(response.output) + results) == [
-        NewMessage(
+        new(
             role="assistant",
-            content="Checking.",
+            content=[ReasoningPart(id="rs_1", summary=("hm",)), TextPart(text="Checking.")],
             tool_calls=[ToolCall("call_5", "lookup", '{"q": "x"}')],
         ),
         NewMessage(role="tool", content="42", tool_call_id="call_5", tool_name="lookup"),
@@ -577,9 +578,9 @@ def test_anthropic_sdk_message_and_tool_result_turn() -> None:
         ],
     }
     assert from_anthropic([response, results_turn]) == [
-        NewMessage(
+        new(
             role="assistant",
-            content="Looking.",
+            content=[ThinkingPart(thinking="hm", signature="sig"), TextPart(text="Looking.")],
             tool_calls=[ToolCall("toolu_1", "search", '{"q": "x"}')],
         ),
         NewMessage(

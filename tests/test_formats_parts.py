@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from anthropic.types import Message
 from openai.types.chat import ChatCompletionMessageParam
-from openai.types.responses import ResponseInputParam
+from openai.types.responses import Response, ResponseInputParam
 from pydantic import ConfigDict, TypeAdapter
 
 from convodb._parts import (
@@ -22,7 +23,11 @@ from convodb._parts import (
     FilePart,
     ImagePart,
     Part,
+    ProviderItemPart,
+    ReasoningPart,
+    RedactedThinkingPart,
     TextPart,
+    ThinkingPart,
     part_to_dict,
 )
 from convodb._records import NewMessage, ToolCall
@@ -30,7 +35,11 @@ from convodb.errors import ValidationError
 from convodb.formats import (
     build_message_array,
     format_messages,
+    from_anthropic,
+    from_openai_chat,
+    from_openai_responses,
     message_to_dict,
+    to_anthropic,
     to_openai_chat,
 )
 
@@ -122,6 +131,332 @@ def assert_scoped(out: dict[str, Any]) -> None:
             assert not [m for m in anthropic_only if m in text], name
         if name != "openai-responses":
             assert not [m for m in openai_only if m in text], name
+
+
+# -- Anthropic: thinking, tools, web search --------------------------------------------------
+
+
+def anthropic_message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> Message:
+    return Message.model_validate(
+        {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 20},
+            "content": content,
+        }
+    )
+
+
+THINKING = {"type": "thinking", "thinking": "Weather needs a tool call.", "signature": SIGNATURE}
+CALLS_WEATHER = anthropic_message(
+    [
+        THINKING,
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}},
+    ],
+    stop_reason="tool_use",
+)
+SCREENSHOT_RESULT = {
+    "role": "user",
+    "content": [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_01A",
+            "content": [
+                {"type": "text", "text": "18 C, clear"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                },
+            ],
+        }
+    ],
+}
+ANSWER = anthropic_message(
+    [
+        {"type": "thinking", "thinking": "The tool says 18 C.", "signature": SIGNATURE + "2"},
+        {"type": "text", "text": "It is 18 C and clear in Paris."},
+    ]
+)
+
+
+def test_anthropic_thinking_and_tool_use_are_kept_and_replayed_first_in_their_turn() -> None:
+    parsed = from_anthropic([CALLS_WEATHER, SCREENSHOT_RESULT])
+    assert parsed == [
+        new(
+            role="assistant",
+            content=[
+                ThinkingPart(thinking="Weather needs a tool call.", signature=SIGNATURE),
+                TextPart(text="Let me check."),
+            ],
+            tool_calls=[ToolCall("toolu_01A", "get_weather", '{"city": "Paris"}')],
+        ),
+        new(
+            role="tool",
+            content=[
+                TextPart(text="18 C, clear"),
+                ImagePart(data=PNG, media_type="image/png"),
+            ],
+            tool_call_id="toolu_01A",
+            tool_name="get_weather",
+        ),
+    ]
+    # The request that continues the tool loop: its last assistant turn starts with thinking.
+    history = stored([new(role="user", content="Weather in Paris?"), *parsed])
+    out = every_format(history)
+    turns = out["anthropic"]["messages"]
+    assert turns[1]["content"][0] == THINKING  # exactly as received
+    assert [b["type"] for b in turns[1]["content"]] == ["thinking", "text", "tool_use"]
+    assert turns[2]["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_01A",
+            "content": [
+                {"type": "text", "text": "18 C, clear"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                },
+            ],
+        }
+    ]
+    assert from_anthropic(turns[1:]) == parsed  # and back
+    assert_scoped(out)
+
+    # The whole exchange, with the answer: every turn with thinking starts with it.
+    history = stored(
+        [new(role="user", content="Weather in Paris?"), *parsed, *from_anthropic(ANSWER)]
+    )
+    out = every_format(history, user_message="And tomorrow?")
+    assert out["anthropic"]["messages"][3]["content"][0]["signature"] == SIGNATURE + "2"
+    assert_scoped(out)
+
+
+def test_anthropic_merged_turn_starts_with_the_thinking_of_the_message_it_belongs_to() -> None:
+    # An app stored a text message, then the model's turn with thinking and a call: Anthropic
+    # gets them as one assistant turn, which must open with the thinking block.
+    history = stored(
+        [
+            new(role="user", content="Weather in Paris?"),
+            new(role="assistant", content="One moment."),
+            *from_anthropic([CALLS_WEATHER, SCREENSHOT_RESULT]),
+        ]
+    )
+    turns = to_anthropic(history)["messages"]
+    assert [b["type"] for b in turns[1]["content"]] == ["thinking", "text", "text", "tool_use"]
+    assert turns[1]["content"][0] == THINKING
+    assert [b.get("text") for b in turns[1]["content"][1:3]] == ["One moment.", "Let me check."]
+    check_anthropic({"messages": turns})
+
+
+def test_redacted_thinking_is_replayed_to_anthropic_only() -> None:
+    redacted = anthropic_message(
+        [
+            {"type": "redacted_thinking", "data": REDACTED},
+            {"type": "text", "text": "Here is my answer."},
+        ]
+    )
+    (assistant,) = from_anthropic(redacted)
+    assert content(assistant) == [
+        RedactedThinkingPart(data=REDACTED),
+        TextPart(text="Here is my answer."),
+    ]
+    history = stored([new(role="user", content="Hi"), assistant])
+    out = every_format(history, user_message="Thanks")
+    assert out["anthropic"]["messages"][1]["content"][0] == {
+        "type": "redacted_thinking",
+        "data": REDACTED,
+    }
+    assert out["openai-chat"]["messages"][1] == {
+        "role": "assistant",
+        "content": "Here is my answer.",
+    }
+    assert_scoped(out)
+
+
+def test_anthropic_web_search_blocks_are_replayed_verbatim_in_place() -> None:
+    search = anthropic_message(
+        [
+            {"type": "text", "text": "I'll search."},
+            {
+                "type": "server_tool_use",
+                "id": SEARCH_ID,
+                "name": "web_search",
+                "input": {"query": "paris weather"},
+            },
+            {
+                "type": "web_search_tool_result",
+                "tool_use_id": SEARCH_ID,
+                "content": [
+                    {
+                        "type": "web_search_result",
+                        "url": "https://weather.example/paris",
+                        "title": "Paris weather",
+                        "encrypted_content": "EqgfCioIARgBIiQ3YTAwMjY1Mi1mZjM5LTQ1NGUtODgx",
+                        "page_age": "April 30, 2025",
+                    }
+                ],
+            },
+            {"type": "text", "text": " "},  # the API returns blank text between blocks
+            {"type": "text", "text": "It is sunny."},
+        ]
+    )
+    (assistant,) = from_anthropic(search)
+    assert isinstance(assistant.content, list)
+    kinds = [p.type for p in assistant.content]
+    assert kinds == ["text", "provider_item", "provider_item", "text", "text"]
+    history = stored([new(role="user", content="Weather?"), assistant])
+    out = every_format(history, user_message="Thanks")
+    blocks = out["anthropic"]["messages"][1]["content"]
+    assert [b["type"] for b in blocks] == [
+        "text",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
+    assert blocks[1:3] == [
+        p.item for p in assistant.content[1:3] if isinstance(p, ProviderItemPart)
+    ]
+    assert out["openai-responses"]["input"][1] == {
+        "role": "assistant",
+        "content": "I'll search. It is sunny.",
+    }
+    assert_scoped(out)
+
+
+# -- OpenAI Responses: reasoning, function calls, hosted tools -------------------------------
+
+
+def openai_response(output: list[dict[str, Any]]) -> Response:
+    return Response.model_validate(
+        {
+            "id": "resp_01",
+            "object": "response",
+            "created_at": 1,
+            "model": "gpt-5",
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "output": output,
+        }
+    )
+
+
+REASONING_CALL = openai_response(
+    [
+        {
+            "type": "reasoning",
+            "id": "rs_01",
+            "summary": [{"type": "summary_text", "text": "Need the weather."}],
+            "encrypted_content": ENCRYPTED,
+        },
+        {
+            "type": "function_call",
+            "id": "fc_01",
+            "call_id": "call_01",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+            "status": "completed",
+        },
+    ]
+)
+IMAGE_OUTPUT = {
+    "type": "function_call_output",
+    "call_id": "call_01",
+    "output": [
+        {"type": "input_text", "text": "18 C"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"},
+    ],
+}
+WEB_ANSWER = openai_response(
+    [
+        {"type": "reasoning", "id": "rs_02", "summary": [], "encrypted_content": ENCRYPTED + "2"},
+        {
+            "type": "web_search_call",
+            "id": WEB_CALL,
+            "status": "completed",
+            "action": {"type": "search", "query": "paris weather tomorrow"},
+        },
+        {
+            "type": "message",
+            "id": "msg_01",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "18 C today.", "annotations": []}],
+        },
+    ]
+)
+
+
+def test_openai_reasoning_goes_right_before_the_call_that_followed_it() -> None:
+    parsed = from_openai_responses([*REASONING_CALL.output, IMAGE_OUTPUT, *WEB_ANSWER.output])
+    reasoning = ReasoningPart(
+        id="rs_01", summary=("Need the weather.",), encrypted_content=ENCRYPTED
+    )
+    assert parsed[0] == new(
+        role="assistant",
+        content=[reasoning],
+        tool_calls=[ToolCall("call_01", "get_weather", '{"city":"Paris"}')],
+    )
+    assert parsed[1] == new(
+        role="tool",
+        content=[TextPart(text="18 C"), ImagePart(data=PNG, media_type="image/png", detail="auto")],
+        tool_call_id="call_01",
+        tool_name="get_weather",
+    )
+    assert isinstance(parsed[2].content, list)
+    assert [p.type for p in parsed[2].content] == ["reasoning", "provider_item", "text"]
+
+    history = stored([new(role="user", content="Weather?"), *parsed])
+    out = every_format(history, user_message="Thanks")
+    items = out["openai-responses"]["input"]
+    assert items[1:4] == [
+        {
+            "type": "reasoning",
+            "id": "rs_01",
+            "summary": [{"type": "summary_text", "text": "Need the weather."}],
+            "encrypted_content": ENCRYPTED,
+        },
+        {
+            "type": "function_call",
+            "call_id": "call_01",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
+        {
+            "type": "function_call_output",
+            "call_id": "call_01",
+            "output": [
+                {"type": "input_text", "text": "18 C"},
+                {
+                    "type": "input_image",
+                    "image_url": f"data:image/png;base64,{PNG}",
+                    "detail": "auto",
+                },
+            ],
+        },
+    ]
+    assert [i.get("type", i.get("role")) for i in items[4:]] == [
+        "reasoning",
+        "web_search_call",
+        "assistant",
+        "user",
+    ]
+    assert items[5] == WEB_ANSWER.output[1].model_dump(mode="json", exclude_unset=True)
+    assert_scoped(out)
+
+
+def test_reasoning_with_nothing_after_it_is_left_out() -> None:
+    cut_short = openai_response(
+        [{"type": "reasoning", "id": "rs_09", "summary": [], "encrypted_content": ENCRYPTED}]
+    )
+    history = stored([new(role="user", content="Hi"), *from_openai_responses(cut_short)])
+    out = every_format(history, user_message="Hello?")
+    assert [i.get("type") for i in out["openai-responses"]["input"]] == [None, None]
 
 
 # -- media in every API ----------------------------------------------------------------------
@@ -324,3 +659,98 @@ def test_message_to_dict_writes_parts_as_dicts() -> None:
         {"type": "text", "text": "see"},
         {"type": "image", "url": "https://example.com/cat.png", "detail": "low"},
     ]
+
+
+# -- the way back: media -------------------------------------------------------------------
+
+
+def test_from_openai_chat_keeps_images_files_and_audio() -> None:
+    user = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What's in these?"},
+            {
+                "type": "image_url",
+                "image_url": {"url": f"data:image/png;base64,{PNG}", "detail": "high"},
+            },
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            {
+                "type": "file",
+                "file": {
+                    "filename": "report.pdf",
+                    "file_data": f"data:application/pdf;base64,{PDF}",
+                },
+            },
+            {"type": "file", "file": {"file_id": "file-abc"}},
+            {"type": "input_audio", "input_audio": {"data": WAV, "format": "wav"}},
+        ],
+    }
+    (message,) = from_openai_chat(user)
+    assert content(message) == [
+        TextPart(text="What's in these?"),
+        ImagePart(data=PNG, media_type="image/png", detail="high"),
+        ImagePart(url="https://example.com/cat.png"),
+        FilePart(data=PDF, media_type="application/pdf", filename="report.pdf"),
+        FilePart(file_id="file-abc"),
+        AudioPart(data=WAV, format="wav"),
+    ]
+    out = every_format(stored([message]))
+    assert out["openai-chat"]["messages"][0]["content"][1:] == user["content"][1:]
+
+
+def test_from_openai_responses_keeps_input_images_and_files() -> None:
+    item = {
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "Read this"},
+            {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "low"},
+            {
+                "type": "input_file",
+                "filename": "report.pdf",
+                "file_data": f"data:application/pdf;base64,{PDF}",
+            },
+            {"type": "input_file", "file_url": "https://example.com/spec.pdf"},
+        ],
+    }
+    (message,) = from_openai_responses([item])
+    assert content(message) == [
+        TextPart(text="Read this"),
+        IMAGE_URL,
+        FilePart(data=PDF, media_type="application/pdf", filename="report.pdf"),
+        FilePart(url="https://example.com/spec.pdf"),
+    ]
+    assert every_format(stored([message]))["openai-responses"]["input"] == [item]
+
+
+def test_from_anthropic_keeps_user_images_and_documents() -> None:
+    turn = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Compare these."},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                "title": "report.pdf",
+            },
+            {
+                "type": "document",
+                "source": {"type": "text", "media_type": "text/plain", "data": NOTES},
+            },
+        ],
+    }
+    (message,) = from_anthropic(turn)
+    assert content(message) == [
+        TextPart(text="Compare these."),
+        ImagePart(url="https://example.com/cat.png"),
+        FilePart(data=PDF, media_type="application/pdf", filename="report.pdf"),
+        FilePart(data=b64(NOTES.encode()), media_type="text/plain"),
+    ]
+    assert every_format(stored([message]))["anthropic"]["messages"] == [turn]
+
+
+def test_text_only_content_stays_a_string() -> None:
+    assert from_anthropic(anthropic_message([{"type": "text", "text": "Hi"}]))[0].content == "Hi"
+    assert from_openai_chat({"role": "user", "content": [{"type": "text", "text": "a"}]})[0] == (
+        new(role="user", content="a")
+    )

@@ -81,10 +81,10 @@ provider item       left out              OpenAI's, in place     Anthropic's, in
   replayed from assistant messages only.
 
 The ``from_*`` functions parse a model's output (and the tool results an agent adds) into
-:class:`~convodb.NewMessage` lists, so a whole agent turn is saved with one append. Reasoning
-items and blocks, and calls to provider-hosted tools (web search, code interpreter, ...), are
-not stored: they are not function calls convodb can replay, and their visible result is part of
-the message text.
+:class:`~convodb.NewMessage` lists, so a whole agent turn is saved with one append. They keep
+everything: Anthropic thinking and redacted thinking blocks, OpenAI reasoning items, hosted
+tool calls and results of both (verbatim, as provider items), images, files and audio. Content
+that is only text stays one string; content with anything else is a list of part records.
 
 ``build_message_array`` and ``message_to_dict`` are the seed's helpers, fixed: the seed
 dropped ``tool_calls`` and ``tool_call_id``, which made its arrays invalid input for the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -255,16 +256,74 @@ def _unwrap_input(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-_ANTHROPIC_TEXT = {"text": "text"}
+def _medium_part(block: Mapping[str, Any], where: str) -> Part | None:
+    """An ``image`` or ``document`` block as a part; ``None`` for a source with no part form."""
+    source = p.mapping(block.get("source"), f"{where}.source")
+    kind = source.get("type")
+    title = p.optional_string(block.get("title"), f"{where}.title")
+    if kind == "base64":
+        data = p.string(source.get("data"), f"{where}.source.data")
+        media_type = p.string(source.get("media_type"), f"{where}.source.media_type")
+        if block.get("type") == "image":
+            return ImagePart(data=data, media_type=media_type)
+        return FilePart(data=data, media_type=media_type, filename=title)
+    if kind == "url":
+        url = p.string(source.get("url"), f"{where}.source.url")
+        if block.get("type") == "image":
+            return ImagePart(url=url)
+        return FilePart(url=url, media_type="application/pdf", filename=title)
+    if kind == "file":
+        file_id = p.string(source.get("file_id"), f"{where}.source.file_id")
+        if block.get("type") == "image":
+            return ImagePart(file_id=file_id)
+        return FilePart(file_id=file_id, filename=title)
+    if kind == "text" and block.get("type") == "document":
+        text = p.string(source.get("data"), f"{where}.source.data")
+        data = base64.b64encode(text.encode("utf-8")).decode("ascii")
+        media_type = source.get("media_type") or "text/plain"
+        return FilePart(data=data, media_type=media_type, filename=title)
+    return None
+
+
+def _block_part(block: Mapping[str, Any], where: str) -> Part:
+    """A content block as a part; blocks with no neutral form are kept verbatim."""
+    kind = block.get("type")
+    if kind == "text":
+        return TextPart(text=p.string(block.get("text"), f"{where}.text"))
+    if kind == "thinking":
+        return ThinkingPart(
+            thinking=p.string(block.get("thinking"), f"{where}.thinking"),
+            signature=p.string(block.get("signature"), f"{where}.signature"),
+        )
+    if kind == "redacted_thinking":
+        return RedactedThinkingPart(data=p.string(block.get("data"), f"{where}.data"))
+    if kind in ("image", "document"):
+        part = _medium_part(block, where)
+        if part is not None:
+            return part
+    return ProviderItemPart(provider="anthropic", item=dict(block))
+
+
+def _result_content(value: Any, where: str) -> str | list[Part]:
+    if value is None or isinstance(value, str):
+        return value or ""
+    if not isinstance(value, Sequence):
+        raise ValidationError(where, f"must be a string or a list of blocks, not {value!r}")
+    blocks = [p.mapping(b, f"{where}[{k}]") for k, b in enumerate(value)]
+    return p.content_of([_block_part(b, f"{where}[{k}]") for k, b in enumerate(blocks)])
 
 
 def from_anthropic(data: Any) -> list[NewMessage]:
     """Anthropic Messages turns as messages to append.
 
-    An assistant turn (e.g. the API's response) becomes one assistant message: its text blocks
-    joined, its ``tool_use`` blocks as calls (``input`` as JSON text). A user turn becomes one
+    An assistant turn (e.g. the API's response) becomes one assistant message: its
+    ``tool_use`` blocks as calls (``input`` as JSON text), the rest as its content, in order —
+    ``thinking`` and ``redacted_thinking`` blocks (signature and all, so they can be replayed)
+    and blocks with no neutral form (``server_tool_use``, ``web_search_tool_result``, ...)
+    verbatim as Anthropic ``ProviderItemPart``. A user turn becomes one
     tool message per ``tool_result`` block (``metadata={"is_error": True}`` when flagged),
-    followed by a user message with its text, if any. Thinking blocks are skipped.
+    followed by a user message with the rest (text, images, documents), if any. Content that
+    is only text is stored as one string.
 
     Args:
         data: one turn — a ``Message`` response or a ``MessageParam`` — or a list of turns,
@@ -287,39 +346,39 @@ def from_anthropic(data: Any) -> list[NewMessage]:
         if role not in ("user", "assistant"):
             raise ValidationError(f"{where}.role", f"must be user or assistant: {role!r}")
         if isinstance(content, str):
-            out.append(NewMessage(role=role, content=content))
+            out.append(p.message(role, content))
             continue
         if not isinstance(content, Sequence):
             raise ValidationError(f"{where}.content", "must be a string or a list of blocks")
-        texts: list[str] = []
+        parts: list[Part] = []
         calls: list[ToolCall] = []
         for j, raw in enumerate(content):
-            block = p.mapping(raw, f"{where}.content[{j}]")
+            at = f"{where}.content[{j}]"
+            block = p.mapping(raw, at)
             kind = block.get("type")
-            if kind == "text":
-                texts.append(p.string(block.get("text"), f"{where}.content[{j}].text"))
-            elif kind == "tool_use" and role == "assistant":
+            if kind == "tool_use" and role == "assistant":
                 call = ToolCall(
-                    id=p.string(block.get("id"), f"{where}.content[{j}].id"),
-                    name=p.string(block.get("name"), f"{where}.content[{j}].name"),
+                    id=p.string(block.get("id"), f"{at}.id"),
+                    name=p.string(block.get("name"), f"{at}.name"),
                     arguments=_unwrap_input(block.get("input", {})),
                 )
                 names[call.id] = call.name
                 calls.append(call)
             elif kind == "tool_result" and role == "user":
-                call_id = p.string(block.get("tool_use_id"), f"{where}.content[{j}].tool_use_id")
-                text = p.text(block.get("content"), f"{where}.content[{j}]", _ANTHROPIC_TEXT)
+                call_id = p.string(block.get("tool_use_id"), f"{at}.tool_use_id")
                 out.append(
-                    NewMessage(
-                        role="tool",
-                        content=text or "",
+                    p.message(
+                        "tool",
+                        _result_content(block.get("content"), f"{at}.content"),
                         tool_call_id=call_id,
                         tool_name=names.get(call_id),
                         metadata={"is_error": True} if block.get("is_error") else None,
                     )
                 )
+            else:
+                parts.append(_block_part(block, at))
         if role == "assistant":
-            out.append(p.assistant("".join(texts), calls))
-        elif texts:
-            out.append(NewMessage(role="user", content="".join(texts)))
+            out.append(p.assistant(parts, calls))
+        elif parts:
+            out.append(p.message("user", p.content_of(parts)))
     return out

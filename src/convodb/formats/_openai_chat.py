@@ -186,7 +186,38 @@ def to_openai_chat_messages(
 # -- the way back ---------------------------------------------------------------------------
 
 
-_CHAT_TEXT = {"text": "text", "refusal": "refusal"}
+def _parts(value: Any, field: str) -> str | list[Part] | None:
+    """Chat content as text, or as parts when it holds more than text."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, Sequence):
+        raise ValidationError(field, f"must be a string or a list of parts, not {value!r}")
+    parts: list[Part] = []
+    for i, raw in enumerate(value):
+        where = f"{field}[{i}]"
+        item = p.mapping(raw, where)
+        kind = item.get("type")
+        if kind in ("text", "refusal"):
+            parts.append(TextPart(text=p.string(item.get(kind), f"{where}.{kind}")))
+        elif kind == "image_url":
+            image = p.mapping(item.get("image_url"), f"{where}.image_url")
+            url = p.string(image.get("url"), f"{where}.image_url.url")
+            parts.append(p.image(url, None, image.get("detail"), f"{where}.image_url"))
+        elif kind == "file":
+            file = p.mapping(item.get("file"), f"{where}.file")
+            parts.append(p.file(file, f"{where}.file", default=_PDF))
+        elif kind == "input_audio":
+            audio = p.mapping(item.get("input_audio"), f"{where}.input_audio")
+            audio_format = audio.get("format")
+            if audio_format not in AUDIO_FORMATS:
+                raise ValidationError(
+                    f"{where}.input_audio.format", f"must be one of {list(AUDIO_FORMATS)}"
+                )
+            data = p.string(audio.get("data"), f"{where}.input_audio.data")
+            parts.append(AudioPart(data=data, format=audio_format))
+        else:
+            raise ValidationError(f"{where}.type", f"is not a Chat Completions part: {kind!r}")
+    return p.content_of(parts)
 
 
 def from_openai_chat(data: Any) -> list[NewMessage]:
@@ -196,6 +227,9 @@ def from_openai_chat(data: Any) -> list[NewMessage]:
     completion = client.chat.completions.create(model="gpt-4o", messages=messages)
     new = from_openai_chat(completion.choices[0].message)
     ```
+
+    Content that is only text (one string or text parts) is stored as one string; content
+    with images (``image_url``), files (``file``) or audio (``input_audio``) as parts.
 
     Args:
         data: a ``ChatCompletion`` (its first choice is used), one message, or a list of
@@ -221,16 +255,11 @@ def from_openai_chat(data: Any) -> list[NewMessage]:
         where = f"messages[{i}]"
         message = p.mapping(item, where)
         role = p.role(message.get("role"), f"{where}.role")
-        text = p.text(message.get("content"), f"{where}.content", _CHAT_TEXT)
+        content = _parts(message.get("content"), f"{where}.content")
         if role == "tool":
             call_id = p.string(message.get("tool_call_id"), f"{where}.tool_call_id")
             out.append(
-                NewMessage(
-                    role="tool",
-                    content=text or "",
-                    tool_call_id=call_id,
-                    tool_name=names.get(call_id),
-                )
+                p.message("tool", content or "", tool_call_id=call_id, tool_name=names.get(call_id))
             )
         elif role == "assistant":
             calls = []
@@ -245,9 +274,9 @@ def from_openai_chat(data: Any) -> list[NewMessage]:
                     )
                 )
                 names[calls[-1].id] = calls[-1].name
-            if text is None and isinstance(message.get("refusal"), str):
-                text = message["refusal"]
-            out.append(p.assistant(text or "", calls))
+            if content is None and isinstance(message.get("refusal"), str):
+                content = message["refusal"]
+            out.append(p.assistant(content, calls))
         else:
-            out.append(NewMessage(role=role, content=text or ""))
+            out.append(p.message(role, content or ""))
     return out

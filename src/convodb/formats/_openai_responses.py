@@ -17,6 +17,7 @@ from .._parts import (
     TextPart,
 )
 from .._records import NewMessage, ToolCall
+from ..errors import ValidationError
 from . import _parse as p
 from ._common import MessageLike, arrange, preamble, tool_calls
 from ._content import (
@@ -207,15 +208,53 @@ def to_openai_responses_input(
 # -- the way back ---------------------------------------------------------------------------
 
 
-_RESPONSES_TEXT = {"output_text": "text", "input_text": "text", "refusal": "refusal"}
+def _parts(value: Any, field: str) -> str | list[Part]:
+    """Message content or a call's output as text, or as parts when it holds more."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if not isinstance(value, Sequence):
+        raise ValidationError(field, f"must be a string or a list of parts, not {value!r}")
+    parts: list[Part] = []
+    for i, raw in enumerate(value):
+        where = f"{field}[{i}]"
+        item = p.mapping(raw, where)
+        kind = item.get("type")
+        if kind in ("output_text", "input_text"):
+            parts.append(TextPart(text=p.string(item.get("text"), f"{where}.text")))
+        elif kind == "refusal":
+            parts.append(TextPart(text=p.string(item.get("refusal"), f"{where}.refusal")))
+        elif kind == "input_image":
+            url = p.optional_string(item.get("image_url"), f"{where}.image_url")
+            file_id = p.optional_string(item.get("file_id"), f"{where}.file_id")
+            parts.append(p.image(url, file_id, item.get("detail"), where))
+        elif kind == "input_file":
+            parts.append(p.file(item, where, default="application/pdf"))
+        else:
+            raise ValidationError(f"{where}.type", f"is not a Responses content part: {kind!r}")
+    return p.content_of(parts)
+
+
+def _reasoning_part(item: Mapping[str, Any], where: str) -> ReasoningPart:
+    summary = [p.mapping(s, f"{where}.summary") for s in item.get("summary") or ()]
+    return ReasoningPart(
+        id=p.string(item.get("id"), f"{where}.id"),
+        summary=tuple(p.string(s.get("text"), f"{where}.summary.text") for s in summary),
+        encrypted_content=p.optional_string(
+            item.get("encrypted_content"), f"{where}.encrypted_content"
+        ),
+    )
 
 
 def from_openai_responses(data: Any) -> list[NewMessage]:
     """OpenAI Responses API output items as messages to append.
 
-    Consecutive assistant ``message`` and ``function_call`` items become one assistant message
-    carrying the calls; ``function_call_output`` items (the results an agent adds) become tool
-    messages. ``reasoning`` items and provider-hosted tool calls are skipped.
+    Consecutive output items become one assistant message: ``message`` items as its text,
+    ``function_call`` items as its calls, ``reasoning`` items (id, summary, encrypted content)
+    as ``ReasoningPart`` and every other item (hosted tools: web search,
+    file search, code interpreter, image generation, computer use, MCP, ...) verbatim as an
+    OpenAI ``ProviderItemPart``, in order. What comes after a call starts
+    a new message, so replay keeps the order. ``function_call_output`` items (the results an
+    agent adds) become tool messages. Content that is only text is stored as one string.
 
     Args:
         data: a ``Response`` (its ``output`` is used) or a list of items, as dicts or SDK
@@ -232,30 +271,23 @@ def from_openai_responses(data: Any) -> list[NewMessage]:
         data = data["output"]
     names: dict[str, str] = {}
     out: list[NewMessage] = []
-    texts: list[str] = []
+    parts: list[Part] = []
     calls: list[ToolCall] = []
+    opened = False  # an assistant message item was seen, if empty
 
     def flush() -> None:
-        if texts or calls:
-            out.append(p.assistant("".join(texts), calls))
-        texts.clear()
+        nonlocal opened
+        if parts or calls or opened:
+            out.append(p.assistant(parts, calls))
+        parts.clear()
         calls.clear()
+        opened = False
 
     for i, item in enumerate(p.items(data, "output")):
         where = f"output[{i}]"
         entry = p.mapping(item, where)
         kind = entry.get("type", "message")
-        if kind == "message":
-            role = p.role(entry.get("role"), f"{where}.role")
-            text = p.text(entry.get("content"), f"{where}.content", _RESPONSES_TEXT) or ""
-            if role == "assistant":
-                if calls:  # text after calls starts a new assistant message
-                    flush()
-                texts.append(text)
-            else:
-                flush()
-                out.append(NewMessage(role=role, content=text))
-        elif kind == "function_call":
+        if kind == "function_call":
             call = ToolCall(
                 id=p.string(entry.get("call_id"), f"{where}.call_id"),
                 name=p.string(entry.get("name"), f"{where}.name"),
@@ -263,14 +295,33 @@ def from_openai_responses(data: Any) -> list[NewMessage]:
             )
             names[call.id] = call.name
             calls.append(call)
-        elif kind == "function_call_output":
+            continue
+        if kind == "function_call_output":
             flush()
             call_id = p.string(entry.get("call_id"), f"{where}.call_id")
-            output = p.text(entry.get("output"), f"{where}.output", _RESPONSES_TEXT) or ""
+            output = _parts(entry.get("output"), f"{where}.output")
             out.append(
-                NewMessage(
-                    role="tool", content=output, tool_call_id=call_id, tool_name=names.get(call_id)
-                )
+                p.message("tool", output, tool_call_id=call_id, tool_name=names.get(call_id))
             )
+            continue
+        role = p.role(entry.get("role"), f"{where}.role") if kind == "message" else "assistant"
+        if role != "assistant" or calls:  # what follows calls starts a new message
+            flush()
+        if kind != "message":
+            parts.append(
+                _reasoning_part(entry, where)
+                if kind == "reasoning"
+                else ProviderItemPart(provider="openai", item=dict(entry))
+            )
+            continue
+        content = _parts(entry.get("content"), f"{where}.content")
+        if role != "assistant":
+            out.append(p.message(role, content))
+            continue
+        opened = True
+        if isinstance(content, str):
+            parts.extend([TextPart(text=content)] if content else [])
+        else:
+            parts.extend(content)
     flush()
     return out

@@ -5,16 +5,28 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._parts import Part, TextPart
+from .._parts import FilePart, ImagePart, Part, TextPart
 from .._records import NewMessage, Role, ToolCall
 from ..errors import ValidationError
+from ._content import parse_data_url
+
+_MEDIA_TYPES = {
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".csv": "text/csv",
+    ".html": "text/html",
+    ".json": "application/json",
+}
 
 
 def data(value: Any) -> Any:
-    """SDK objects (pydantic models) as plain data; plain data as is."""
+    """SDK objects (pydantic models) as plain data, as the SDKs send them in a request (the
+    fields the API set, by their API names); plain data as is."""
     dump = getattr(value, "model_dump", None)
     if callable(dump):
-        return dump(mode="json")
+        exclude = getattr(value, "__api_exclude__", None)
+        return dump(mode="json", by_alias=True, exclude_unset=True, exclude=exclude)
     return value
 
 
@@ -35,26 +47,14 @@ def mapping(value: Any, field: str) -> Mapping[str, Any]:
     return value
 
 
-def text(value: Any, field: str, kinds: Mapping[str, str]) -> str | None:
-    """Text of a content value: a string, or the text of the parts whose type is in ``kinds``
-    (type -> key holding the text), joined."""
-    if value is None or isinstance(value, str):
-        return value
-    if not isinstance(value, Sequence):
-        raise ValidationError(field, f"must be a string or a list of parts, not {value!r}")
-    texts: list[str] = []
-    for i, part in enumerate(value):
-        part = mapping(part, f"{field}[{i}]")
-        key = kinds.get(str(part.get("type")))
-        if key is not None and isinstance(part.get(key), str):
-            texts.append(part[key])
-    return "".join(texts)
-
-
 def string(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, not {type(value).__name__}")
     return value
+
+
+def optional_string(value: Any, field: str) -> str | None:
+    return None if value is None else string(value, field)
 
 
 def role(value: Any, field: str) -> Role:
@@ -72,6 +72,43 @@ def content_of(parts: list[Part]) -> str | list[Part]:
     if all(isinstance(part, TextPart) for part in parts):
         return "".join(part.text for part in parts if isinstance(part, TextPart))
     return parts
+
+
+def image(url: str | None, file_id: str | None, detail: Any, field: str = "image") -> ImagePart:
+    """An image from an OpenAI image content part (a ``data:`` URL becomes inline data)."""
+    hint = detail if detail in ("auto", "low", "high") else None
+    if url:
+        inline = parse_data_url(url)
+        if inline is not None:
+            return ImagePart(data=inline[1], media_type=inline[0], detail=hint)
+        return ImagePart(url=url, detail=hint)
+    if file_id:
+        return ImagePart(file_id=file_id, detail=hint)
+    raise ValidationError(field, "needs image_url or file_id")
+
+
+def file(item: Mapping[str, Any], field: str, *, default: str) -> FilePart:
+    """A file from an OpenAI file content part (``file_data``, ``file_url`` or ``file_id``).
+
+    ``file_data`` is a ``data:`` URL, or bare base64 whose media type is read from the file
+    name, else ``default``.
+    """
+    filename = optional_string(item.get("filename"), f"{field}.filename")
+    file_data = optional_string(item.get("file_data"), f"{field}.file_data")
+    if file_data:
+        inline = parse_data_url(file_data)
+        if inline is not None:
+            return FilePart(data=inline[1], media_type=inline[0], filename=filename)
+        suffix = "." + filename.rsplit(".", 1)[-1].lower() if filename and "." in filename else ""
+        media_type = _MEDIA_TYPES.get(suffix, default)
+        return FilePart(data=file_data, media_type=media_type, filename=filename)
+    file_url = optional_string(item.get("file_url"), f"{field}.file_url")
+    if file_url:
+        return FilePart(url=file_url, filename=filename)
+    file_id = optional_string(item.get("file_id"), f"{field}.file_id")
+    if file_id:
+        return FilePart(file_id=file_id, filename=filename)
+    raise ValidationError(field, "needs file_data, file_url or file_id")
 
 
 def message(
