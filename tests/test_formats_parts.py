@@ -8,12 +8,15 @@ payloads parsed here are shaped like what the APIs return.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from anthropic.types import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import Response, ResponseInputParam
 from pydantic import ConfigDict, TypeAdapter
@@ -42,6 +45,8 @@ from convodb.formats import (
     to_anthropic,
     to_openai_chat,
 )
+from convodb.formats._content import placeholder
+from convodb.history import select_window
 
 from .test_formats import (
     _consume,
@@ -754,3 +759,165 @@ def test_text_only_content_stays_a_string() -> None:
     assert from_openai_chat({"role": "user", "content": [{"type": "text", "text": "a"}]})[0] == (
         new(role="user", content="a")
     )
+
+
+# -- properties ------------------------------------------------------------------------------
+
+
+_ids = itertools.count()
+
+
+def _unique() -> int:
+    return next(_ids)
+
+
+@st.composite
+def media(draw: st.DrawFn) -> Part:
+    """A medium with something unique in it, so the checks can find it or its placeholder."""
+    n = _unique()
+    data = b64(f"bytes-{n}".encode())
+    choices: list[Part] = [
+        ImagePart(data=data, media_type="image/png", width=n + 1, height=1),
+        ImagePart(url=f"https://example.com/{n}.png"),
+        ImagePart(file_id=f"file-{n}"),
+        ImagePart(file_id=f"file_{n}"),
+        ImagePart(media_type="image/jpeg", attachment=f"{n:064x}", width=n + 1, height=2),
+        FilePart(data=data, media_type="application/pdf", filename=f"{n}.pdf"),
+        FilePart(url=f"https://example.com/{n}.pdf"),
+        FilePart(url=f"https://example.com/{n}.csv", media_type="text/csv"),
+        FilePart(data=b64(f"note {n}".encode()), media_type="text/markdown", filename=f"{n}.md"),
+        FilePart(file_id=f"file-{n}", filename=f"{n}.pdf"),
+        AudioPart(data=data, format="mp3"),
+    ]
+    return draw(st.sampled_from(choices))
+
+
+@st.composite
+def scoped(draw: st.DrawFn) -> list[Part]:
+    n = _unique()
+    search = f"{SEARCH_ID}{n}"
+    return draw(
+        st.sampled_from(
+            [
+                [ThinkingPart(thinking=f"t{n}", signature=f"{SIGNATURE}{n}")],
+                [RedactedThinkingPart(data=f"{REDACTED}{n}")],
+                [ReasoningPart(id=f"rs_{n}", summary=("s",), encrypted_content=f"{ENCRYPTED}{n}")],
+                [
+                    ProviderItemPart(
+                        provider="openai",
+                        item={
+                            "type": "web_search_call",
+                            "id": f"{WEB_CALL}{n}",
+                            "status": "completed",
+                            "action": {"type": "search", "query": "q"},
+                        },
+                    )
+                ],
+                [
+                    ProviderItemPart(
+                        provider="anthropic",
+                        item={
+                            "type": "server_tool_use",
+                            "id": search,
+                            "name": "web_search",
+                            "input": {"query": "q"},
+                        },
+                    ),
+                    ProviderItemPart(
+                        provider="anthropic",
+                        item={
+                            "type": "web_search_tool_result",
+                            "tool_use_id": search,
+                            "content": [],
+                        },
+                    ),
+                ],
+            ]
+        )
+    )
+
+
+TEXTS = st.sampled_from(["", " ", "hello", "a\nb", "é"])
+
+
+def contents(role: str) -> st.SearchStrategy[str | tuple[Part, ...] | None]:
+    text = TEXTS.map(lambda t: TextPart(text=t))
+    if role == "assistant":
+        part = st.one_of(text.map(lambda p: [p]), scoped(), media().map(lambda p: [p]))
+        parts = st.lists(part, max_size=4).map(lambda ps: tuple(p for group in ps for p in group))
+    else:
+        parts = st.lists(st.one_of(text, media()), max_size=4).map(tuple)
+    return st.one_of(TEXTS, parts)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Stored]:
+    history: list[Stored] = []
+    pending: list[str] = []
+    for seq in range(1, draw(st.integers(0, 14)) + 1):
+        kind = draw(st.sampled_from(["user", "assistant", "calls", "result", "result", "system"]))
+        if kind == "calls":
+            calls = tuple(
+                ToolCall(f"call_{_unique()}", "f", "{}") for _ in range(draw(st.integers(1, 2)))
+            )
+            pending.extend(c.id for c in calls)
+            content = draw(st.none() | contents("assistant"))
+            history.append(Stored("assistant", content, calls, seq=seq))
+        elif kind == "result":
+            answers = pending.pop(draw(st.integers(0, len(pending) - 1))) if pending else "orphan"
+            history.append(Stored("tool", draw(contents("tool")), tool_call_id=answers, seq=seq))
+        else:
+            history.append(Stored(kind, draw(contents(kind)), seq=seq))
+    return history
+
+
+def _medium_shown(part: Part, text: str) -> bool:
+    """The part or a placeholder naming it is in ``text``."""
+    shown = [placeholder(part)]
+    if isinstance(part, ImagePart | FilePart):
+        shown += [v for v in (part.data, part.url, part.file_id) if v]
+        if isinstance(part, FilePart) and part.data and part.media_type == "text/markdown":
+            shown.append(base64.b64decode(part.data).decode())
+    elif isinstance(part, AudioPart) and part.data:
+        shown.append(part.data)
+    return any(s in text for s in shown)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    history=histories(),
+    max_messages=st.none() | st.integers(0, 10),
+    user_message=st.none() | contents("user"),
+)
+def test_every_window_with_parts_is_valid_input_for_every_api(
+    history: list[Stored], max_messages: int | None, user_message: Any
+) -> None:
+    window = select_window(cast(Any, history), max_messages=max_messages)
+    kept: list[Stored] = cast(Any, window.messages)
+    out = every_format(kept, user_message=user_message)
+    assert_scoped(out)
+    # Groups whole: each kept call has its result kept, and every kept result its call.
+    calls = {c.id for m in kept for c in m.tool_calls or ()}
+    assert calls == {m.tool_call_id for m in kept if m.role == "tool"}
+    # Nothing silently dropped: each medium is sent, or named by a placeholder, everywhere.
+    for name in FORMATS:
+        text = dumped(out[name])
+        for message in kept:
+            if isinstance(message.content, tuple):
+                for part in message.content:
+                    if isinstance(part, ImagePart | FilePart | AudioPart):
+                        assert _medium_shown(part, text), (name, part)
+    # Anthropic's thinking and OpenAI's reasoning reach their own provider, unchanged.
+    anthropic, responses = dumped(out["anthropic"]), dumped(out["openai-responses"])
+    for message in kept:
+        for part in message.content if isinstance(message.content, tuple) else ():
+            if isinstance(part, ThinkingPart) and message.role == "assistant":
+                assert (
+                    dumped(
+                        {"type": "thinking", "thinking": part.thinking, "signature": part.signature}
+                    )
+                    in anthropic
+                )
+            if isinstance(part, ReasoningPart) and message.tool_calls:
+                assert part.encrypted_content is not None
+                assert part.encrypted_content in responses
