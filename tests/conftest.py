@@ -15,12 +15,13 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -37,37 +38,46 @@ BACKENDS = ["sqlite", "postgresql"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def _server_url() -> URL:
+    return make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(_server_url(), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _create_database(name: str) -> None:
+    # CREATE DATABASE copies template1 and fails (SQLSTATE 55006) while another client,
+    # such as a parallel test run creating its own database, is connected to it: retry.
+    for attempt in range(40):
+        try:
+            await _admin(f'CREATE DATABASE "{name}"')
+            return
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55006" or attempt == 39:
+                raise
+            await asyncio.sleep(0.25)
+
+
+async def _drop_database(name: str) -> None:
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, with convodb's schema.
 
     A sync fixture around its own event loop: async fixtures cannot request it lazily.
     """
-    server = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
+    server = _server_url()
     name = f"convodb_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(statement: str) -> None:
-        engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    async def create_database() -> None:
-        # CREATE DATABASE copies template1 and fails (SQLSTATE 55006) while another client,
-        # such as a parallel test run creating its own database, is connected to it: retry.
-        for attempt in range(40):
-            try:
-                await admin(f'CREATE DATABASE "{name}"')
-                return
-            except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) != "55006" or attempt == 39:
-                    raise
-                await asyncio.sleep(0.25)
-
     try:
-        asyncio.run(create_database())
+        asyncio.run(_create_database(name))
     except Exception as exc:
         message = f"PostgreSQL unreachable at {server.render_as_string()}: {exc!r:.200}"
         if IN_CI:
@@ -84,7 +94,35 @@ def postgres_url() -> Iterator[str]:
         asyncio.run(create_schema())
         yield url
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_drop_database(name))
+
+
+@asynccontextmanager
+async def empty_postgres_database() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database of its own, dropped afterwards. Ask for
+    ``postgres_url`` first: it skips (or fails, in CI) when PostgreSQL is unreachable."""
+    name = f"convodb_test_{uuid.uuid4().hex[:12]}"
+    await _create_database(name)
+    try:
+        yield _server_url().set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, no tables at all, on each supported backend (PostgreSQL: a new
+    database of its own per test). Sync, like ``postgres_url``, which it asks for first."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    request.getfixturevalue("postgres_url")
+    name = f"convodb_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_create_database(name))
+    try:
+        yield _server_url().set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_drop_database(name))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -34,6 +34,7 @@ def test_exported_members() -> None:
         "NewMessage",
         "Page",
         "Role",
+        "SchemaVersionError",
         "StoreBusyError",
         "StoreUnavailableError",
         "StoredApiKey",

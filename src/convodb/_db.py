@@ -2,11 +2,15 @@
 
 Nothing here is module-global except the lazily created default behind the seed's
 ``get_db_session()``, which tests and apps can replace with :func:`set_default_database`.
+
+The schema is created and upgraded by the migrations in ``convodb.migrations``
+(:meth:`Database.upgrade`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import weakref
 from collections.abc import AsyncIterator
@@ -24,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from . import migrations
 from ._dialect import (
     async_url,
     configure_engine,
@@ -115,8 +120,9 @@ class Database:
             statement=statement_timeout,
             idle=idle_timeout,
         )
-        options = engine_options(self.url, max_connections=max_connections, timeouts=self.timeouts)
-        options |= {**engine_kwargs, "connect_args": _merged_connect_args(options, engine_kwargs)}
+        self._max_connections = max_connections
+        self._engine_kwargs = engine_kwargs
+        options = self._engine_options(self.timeouts)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # The hot path's own driver connections (see convodb._drivers), unless the engine
@@ -140,20 +146,84 @@ class Database:
     def dialect_name(self) -> str:
         return self.engine.dialect.name
 
+    def _engine_options(self, timeouts: Timeouts) -> dict[str, Any]:
+        options = engine_options(self.url, max_connections=self._max_connections, timeouts=timeouts)
+        theirs = self._engine_kwargs
+        return options | {**theirs, "connect_args": _merged_connect_args(options, theirs)}
+
     async def create_all(self) -> None:
-        """Create convodb's tables and indexes where they do not exist yet.
+        """Create convodb's schema, or bring it to the version this convodb needs.
+
+        The same as :meth:`upgrade`: an empty database gets the current schema (and its
+        version); a database made by an older convodb is migrated in place, its data kept.
 
         Raises:
+            SchemaVersionError: the database was migrated by a newer convodb, or has convodb
+                tables that no convodb version made.
             StoreUnavailableError: the database cannot be reached.
             StoreBusyError: another transaction holds a lock.
         """
-        async with _translated(), self.engine.begin() as conn:
-            await conn.run_sync(lambda c: tables()[0].metadata.create_all(c, tables=tables()))
+        await self.upgrade()
+
+    async def upgrade(self) -> None:
+        """Migrate the database to the schema this convodb needs.
+
+        An empty database gets the current schema; one at an older revision gets the
+        revisions after it; one made by convodb 0.1.0 (no version) is verified to be exactly
+        0.1.0's schema and migrated from there. It all happens in one transaction, with no
+        statement timeout (a migration may rewrite a large table), and concurrent upgraders
+        wait for each other. Nothing is done when the schema is current already.
+
+        Raises:
+            SchemaVersionError: the database was migrated by a newer convodb, or has convodb
+                tables that no convodb version made; nothing was changed.
+            StoreUnavailableError: the database cannot be reached.
+            StoreBusyError: another transaction holds a lock (SQLite: longer than its busy
+                timeout).
+        """
+        current, head = await self.schema_version()
+        if current != head:
+            async with self._migration_engine() as engine:
+                await _upgrade(engine)
+
+    async def schema_version(self) -> tuple[str | None, str]:
+        """``(the database's schema revision, the one this convodb needs)``.
+
+        The database's is ``None`` when it has no version: it is empty, or convodb 0.1.0
+        made it (which had no migrations).
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached.
+        """
+        async with _translated(), self.engine.connect() as conn:
+            current = await conn.run_sync(migrations.read_version)
+        return current, migrations.HEAD
+
+    @asynccontextmanager
+    async def _migration_engine(self) -> AsyncIterator[AsyncEngine]:
+        """An engine whose connections no statement timeout limits: this one's own, unless the
+        timeout is part of how its connections are made (PostgreSQL's server setting and
+        asyncpg's client-side timeout). Then a short-lived engine like it, without the
+        timeout: SET statement_timeout alone would leave asyncpg's in force."""
+        unlimited = self._engine_options(dataclasses.replace(self.timeouts, statement=None))
+        if unlimited == self._engine_options(self.timeouts):
+            yield self.engine
+            return
+        engine = create_async_engine(self.url, **unlimited)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
 
     async def drop_all(self) -> None:
-        """Drop convodb's tables and everything in them."""
+        """Drop convodb's tables, everything in them, and its schema version."""
+
+        def drop(connection: Any) -> None:
+            tables()[0].metadata.drop_all(connection, tables=tables())
+            migrations.version_table.drop(connection, checkfirst=True)
+
         async with _translated(), self.engine.begin() as conn:
-            await conn.run_sync(lambda c: tables()[0].metadata.drop_all(c, tables=tables()))
+            await conn.run_sync(drop)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -278,6 +348,13 @@ async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncItera
             if own and session.in_transaction():
                 await session.rollback()
             raise
+
+
+async def _upgrade(engine: AsyncEngine) -> None:
+    from .migrations._run import upgrade  # Alembic: imported only when there is work for it
+
+    async with _translated(), engine.connect() as conn:
+        await conn.run_sync(upgrade)
 
 
 @asynccontextmanager

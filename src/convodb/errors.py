@@ -16,6 +16,8 @@ ConvodbError
 │   └── IdempotencyKeyReuseError          a message key reused for a different message
 ├── StoreBusyError                        transient contention (SQLite busy, deadlock): retry
 ├── StoreUnavailableError                 the database cannot be reached or timed out
+├── SchemaVersionError                    the database's schema is not the one this convodb
+│                                         needs (behind: upgrade it; or newer)
 └── MissingDependencyError (ImportError)  an optional extra is not installed
 ```
 """
@@ -31,6 +33,7 @@ __all__ = [
     "IdempotencyKeyReuseError",
     "LimitExceededError",
     "MissingDependencyError",
+    "SchemaVersionError",
     "StoreBusyError",
     "StoreUnavailableError",
     "ValidationError",
@@ -125,6 +128,25 @@ class StoreUnavailableError(ConvodbError):
     database committed): retry it with an idempotency key (``key``, ``idempotency_key``) to
     store it exactly once.
     """
+
+
+class SchemaVersionError(ConvodbError):
+    """The database's schema is not the one this convodb needs.
+
+    Behind the code's (made by an older convodb, or empty): migrate it with
+    ``await Database.upgrade()``. At a revision the code does not know: a newer convodb
+    migrated it, and this one must be upgraded to use it.
+
+    Attributes:
+        current: the database's revision; ``None`` when it has none (empty, or made by
+            convodb 0.1.0, which had no migrations).
+        head: the revision this convodb needs.
+    """
+
+    def __init__(self, message: str | None = None, *, current: str | None, head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(message)
 
 
 class MissingDependencyError(ConvodbError, ImportError):

@@ -1,0 +1,241 @@
+"""Running convodb's revisions with Alembic, and comparing a database's schema with one.
+
+Imported only when a database is not at the head revision (see ``convodb.migrations``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import CheckConstraint, MetaData, Table, inspect
+from sqlalchemy.engine import Connection
+
+from ..errors import SchemaVersionError
+from . import BASELINE, HEAD, VERSION_TABLE, ahead_error, classify, select_version
+
+__all__ = [
+    "baseline_metadata",
+    "convodb_tables",
+    "revisions",
+    "schema_differences",
+    "upgrade",
+]
+
+_HERE = Path(__file__).resolve().parent
+
+
+@cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_HERE))
+    config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def revisions() -> frozenset[str]:
+    """Every revision this code has."""
+    script = _script()
+    heads = script.get_heads()
+    assert heads == [HEAD], f"HEAD is {HEAD!r}, but the revisions' heads are {heads}"
+    return frozenset(r.revision for r in script.walk_revisions())
+
+
+def _stamped(connection: Connection) -> str | None:
+    """``read_version`` inside a transaction: no statement that can fail."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return select_version(connection)
+
+
+def convodb_tables(connection: Connection) -> list[str]:
+    """The names of convodb's tables (those of any revision) that the database has."""
+    present = set(inspect(connection).get_table_names())
+    return sorted(present & _known_table_names())
+
+
+def upgrade(connection: Connection) -> None:
+    """Bring the database to the head revision, or raise without touching it.
+
+    Runs on a connection with no transaction, inside ``connection.run_sync``; commits.
+
+    Raises:
+        SchemaVersionError: the database has a revision this code does not know, or
+            unversioned tables that are not convodb 0.1.0's schema.
+    """
+    with _migration_transaction(connection):
+        current = _stamped(connection)
+        state = classify(current)
+        if state == "unknown":
+            raise ahead_error(current)
+        if state == "head":
+            return
+        config = _config(connection)
+        if current is None:
+            if not convodb_tables(connection):
+                _create_head_schema(connection)
+                command.stamp(config, HEAD)
+                return
+            differences = schema_differences(connection, baseline_metadata())
+            if differences:
+                raise SchemaVersionError(
+                    "the database has convodb tables but no schema version, and they are not "
+                    "convodb 0.1.0's schema, the only one without a version; convodb will not "
+                    f"guess how to migrate them. Differences: {'; '.join(differences[:10])}",
+                    current=None,
+                    head=HEAD,
+                )
+            command.stamp(config, BASELINE)  # verified just now, in this transaction
+        command.upgrade(config, HEAD)
+
+
+# -- comparing schemas ---------------------------------------------------------------------
+
+
+def schema_differences(connection: Connection, metadata: MetaData) -> list[str]:
+    """How convodb's tables in the database differ from ``metadata``'s; empty: identical.
+
+    Alembic's autogenerate comparison (tables, columns and their types and nullability,
+    server defaults, keys, indexes, unique and foreign-key constraints with their
+    ``ON DELETE``), plus the names of check constraints, which it does not compare. Only
+    convodb's tables (of any revision) are looked at.
+    """
+    names = _known_table_names()
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            "include_name": lambda name, type_, _parents: type_ != "table" or name in names,
+        },
+    )
+    found = [_describe(diff) for diff in compare_metadata(context, metadata)]
+    inspector = inspect(connection)
+    present = set(inspector.get_table_names())
+    for table in metadata.tables.values():
+        if table.name not in present:
+            continue
+        want = sorted(str(c.name) for c in table.constraints if isinstance(c, CheckConstraint))
+        have = sorted(str(c["name"]) for c in inspector.get_check_constraints(table.name))
+        if want != have:
+            found.append(f"check constraints of {table.name}: {have}, expected {want}")
+    return found
+
+
+def _describe(diff: Any) -> str:
+    """One of ``compare_metadata``'s differences in words: what the database lacks
+    (``missing``), has besides (``unexpected``), or has otherwise (``differs``)."""
+    if isinstance(diff, list):  # a column's modifications: ("modify_type", schema, t, c, ...)
+        kinds = ", ".join(d[0].removeprefix("modify_") for d in diff)
+        return f"column {diff[0][2]}.{diff[0][3]} differs ({kinds})"
+    kind, *rest = diff
+    action, _, what = kind.partition("_")
+    verdict = {"add": "missing", "remove": "unexpected"}.get(action, kind)
+    if what == "column":
+        _schema, table, column = rest[:3]
+        return f"{verdict} column {table}.{column.name}"
+    item = rest[0]
+    table = getattr(item, "table", None)
+    name = item.name if table is None else f"{item.name} on {table.name}"
+    return f"{verdict} {what} {name}"
+
+
+class _TableCollector:
+    """Stands in for ``alembic.op`` to collect the tables a revision creates."""
+
+    def __init__(self) -> None:
+        self.metadata = MetaData()
+
+    def create_table(self, name: str, *items: Any, **kw: Any) -> Table:
+        return Table(name, self.metadata, *items, **kw)
+
+
+@cache
+def baseline_metadata() -> MetaData:
+    """convodb 0.1.0's tables, as the baseline revision creates them."""
+    collector = _TableCollector()
+    module = _script().get_revision(BASELINE).module
+    module.create_tables(collector)
+    return collector.metadata
+
+
+@cache
+def _known_table_names() -> frozenset[str]:
+    from .._models import tables
+
+    return frozenset(t.name for t in tables()) | frozenset(baseline_metadata().tables)
+
+
+def _create_head_schema(connection: Connection) -> None:
+    from .._models import tables
+
+    convodb = tables()
+    convodb[0].metadata.create_all(connection, tables=convodb, checkfirst=False)
+
+
+# -- the migration's transaction, per database ---------------------------------------------
+#
+# The one place where migrations differ by database: how the transaction begins so that it
+# holds a lock that makes concurrent upgraders (workers starting at once) wait for each other,
+# and runs with no statement timeout. A database without an entry gets a plain transaction.
+
+
+@contextlib.contextmanager
+def _sqlite_transaction(connection: Connection) -> Iterator[None]:
+    # Python's sqlite3 module runs DDL outside any transaction unless one was begun
+    # explicitly; BEGIN IMMEDIATE takes the write lock first (another upgrader waits up to the
+    # busy timeout). Foreign keys are off while the schema changes, as SQLite's documentation
+    # prescribes for ALTER TABLE: a batch operation drops and recreates a table, and with them
+    # on, dropping a parent table would cascade into its children. They are checked before
+    # the commit and restored after.
+    foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()  # ends SQLAlchemy's implicit transaction; sqlite3 began none
+    try:
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+            violations = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if violations:
+                raise SchemaVersionError(
+                    f"the migration would leave rows with no parent: {violations[:5]}",
+                    current=None,
+                    head=HEAD,
+                )
+    finally:
+        connection.exec_driver_sql(f"PRAGMA foreign_keys={1 if foreign_keys else 0}")
+        connection.commit()
+
+
+@contextlib.contextmanager
+def _postgresql_transaction(connection: Connection) -> Iterator[None]:
+    with connection.begin():
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        # A transaction-scoped advisory lock on a constant key: convodb's migrations.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        yield
+
+
+_PG_LOCK_KEY = 0x636F6E766F6462  # "convodb" in ASCII
+_LOCKS: dict[str, Callable[[Connection], contextlib.AbstractContextManager[None]]] = {
+    "sqlite": _sqlite_transaction,
+    "postgresql": _postgresql_transaction,
+}
+
+
+def _migration_transaction(connection: Connection) -> contextlib.AbstractContextManager[Any]:
+    lock = _LOCKS.get(connection.dialect.name)
+    return lock(connection) if lock is not None else connection.begin()
