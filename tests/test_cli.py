@@ -1,8 +1,12 @@
-"""The ``convodb`` command: key management, init-db, and friendly missing-extra errors."""
+"""The ``convodb`` command: key management, init-db, db upgrade/current, and friendly
+missing-extra errors."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from importlib.metadata import version
@@ -12,7 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from convodb.cli._app import app
+from convodb.migrations import HEAD
 from tests._http import cli
+from tests.fixtures.make_v0_1_0 import EXPECTED, SQLITE_FIXTURE
 
 runner = CliRunner()
 
@@ -91,6 +97,9 @@ def test_version_prints_the_installed_package_version() -> None:
         ["keys", "create"],
         ["keys", "list"],
         ["keys", "revoke"],
+        ["db"],
+        ["db", "upgrade"],
+        ["db", "current"],
     ],
     ids=" ".join,
 )
@@ -110,6 +119,44 @@ def test_init_db_creates_the_tables(tmp_path: Path) -> None:
     code, out, err = invoke(url, "init-db")
     assert code == 0, err
     assert "convodb tables ready" in out
+
+
+def test_db_upgrade_creates_then_keeps_the_schema_and_current_says_so(
+    empty_database_url: str,
+) -> None:
+    code, out, err = invoke(empty_database_url, "db", "current")
+    assert (code, out) == (0, f"current: none (head: {HEAD})\n")
+    assert "`convodb db upgrade` migrates it" in err
+    code, out, err = invoke(empty_database_url, "db", "upgrade")
+    assert (code, out) == (0, f"upgraded: none -> {HEAD} (head)\n"), err
+    code, out, err = invoke(empty_database_url, "db", "current")
+    assert (code, out, err) == (0, f"current: {HEAD} (head: {HEAD})\n", "")
+    code, out, err = invoke(empty_database_url, "db", "upgrade")
+    assert (code, out) == (0, f"already at {HEAD} (head)\n"), err
+
+
+def test_db_upgrade_migrates_a_0_1_0_database_named_by_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copyfile(SQLITE_FIXTURE, path)
+    env = {"CONVODB_DATABASE_URL": f"sqlite:///{path}"}
+    result = cli("db", "upgrade", env=env)  # a real process, the URL from the environment
+    assert (result.returncode, result.stdout) == (0, f"upgraded: none -> {HEAD} (head)\n")
+    listing = cli("keys", "list", "--all", env=env).stdout
+    for key in json.loads(EXPECTED.read_text())["sqlite"]["snapshot"]["api_keys"]:
+        assert key["id"] in listing
+
+
+def test_db_upgrade_of_a_newer_schema_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    assert invoke(url, "db", "upgrade")[0] == 0
+    with sqlite3.connect(tmp_path / "newer.db") as connection:
+        connection.execute("UPDATE convodb_alembic_version SET version_num = 'from_the_future'")
+    code, out, err = invoke(url, "db", "upgrade")
+    assert code == 1 and out == ""
+    assert err.startswith("error: the database schema is at revision 'from_the_future'")
+    assert "a newer convodb migrated it" in err and len(err.splitlines()) == 1
+    code, out, _ = invoke(url, "db", "current")
+    assert (code, out) == (0, f"current: from_the_future (head: {HEAD})\n")
 
 
 def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[str]:

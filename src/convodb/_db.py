@@ -166,7 +166,7 @@ class Database:
         await self.upgrade()
 
     async def upgrade(self) -> None:
-        """Migrate the database to the schema this convodb needs.
+        """Migrate the database to the schema this convodb needs (``convodb db upgrade``).
 
         An empty database gets the current schema; one at an older revision gets the
         revisions after it; one made by convodb 0.1.0 (no version) is verified to be exactly

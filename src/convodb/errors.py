@@ -17,7 +17,7 @@ ConvodbError
 ├── StoreBusyError                        transient contention (SQLite busy, deadlock): retry
 ├── StoreUnavailableError                 the database cannot be reached or timed out
 ├── SchemaVersionError                    the database's schema is not the one this convodb
-│                                         needs (behind: upgrade it; or newer)
+│                                         needs (behind: run `convodb db upgrade`; or newer)
 └── MissingDependencyError (ImportError)  an optional extra is not installed
 ```
 """
@@ -131,11 +131,11 @@ class StoreUnavailableError(ConvodbError):
 
 
 class SchemaVersionError(ConvodbError):
-    """The database's schema is not the one this convodb needs.
+    """The database's schema is not the one this convodb needs; run `convodb db upgrade`.
 
     Behind the code's (made by an older convodb, or empty): migrate it with
-    ``await Database.upgrade()``. At a revision the code does not know: a newer convodb
-    migrated it, and this one must be upgraded to use it.
+    ``convodb db upgrade`` or ``await Database.upgrade()``. At a revision the code does not
+    know: a newer convodb migrated it, and this one must be upgraded to use it.
 
     Attributes:
         current: the database's revision; ``None`` when it has none (empty, or made by

@@ -45,6 +45,12 @@ keys_app = typer.Typer(
     help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(
+    help="The database's schema: its version, and the migration to the one this convodb needs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(db_app, name="db")
 
 API_KEY_PREFIX = "cdb_"
 """Tokens start with this (``cdb_<key id>_<secret>``): an argument that does is a token."""
@@ -125,6 +131,43 @@ def init_db(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
 
     shown = _run(lambda: _with_database(database_url, work))
     typer.echo(f"convodb tables ready in {shown}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
+    """Migrate the database to the schema this convodb needs; an empty one gets it whole.
+
+    Run it before starting a new convodb on PostgreSQL (SQLite upgrades itself on first use).
+    One transaction, no statement timeout; concurrent runs wait for each other.
+    """
+
+    async def work() -> tuple[str | None, str]:
+        async with Database(database_url) as db:
+            before, head = await db.schema_version()
+            await db.upgrade()
+            return before, head
+
+    before, head = _run(work)
+    if before == head:
+        typer.echo(f"already at {head} (head)")
+    else:
+        typer.echo(f"upgraded: {before or 'none'} -> {head} (head)")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
+    """Print the database's schema version and the one this convodb needs."""
+
+    async def work() -> tuple[str | None, str]:
+        async with Database(database_url) as db:
+            return await db.schema_version()
+
+    current, head = _run(work)
+    typer.echo(f"current: {current or 'none'} (head: {head})")
+    if current != head:
+        typer.echo(
+            "not at the head: `convodb db upgrade` migrates it (or says why it cannot)", err=True
+        )
 
 
 @keys_app.command("create")
