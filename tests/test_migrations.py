@@ -6,6 +6,8 @@
 - Databases made by convodb 0.1.0 (``tests/fixtures``, made by ``make_v0_1_0.py`` with the
   code of 6b5bcac) upgrade in place, and the public API reads back exactly what 0.1.0 read
   (as sqlite-utils tests its migrations on old fixture databases).
+- A Database never runs on a mismatched schema: checked once on first use; SQLite upgrades,
+  PostgreSQL refuses with an error naming ``convodb db upgrade``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import CheckConstraint, MetaData, inspect, text
+from sqlalchemy import CheckConstraint, MetaData, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -224,10 +226,13 @@ async def test_a_schema_migrated_by_a_newer_convodb_is_refused(empty_database_ur
         lambda c: c.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'from_the_future'")),
     )
     async with Database(empty_database_url) as db:
-        for attempt in (db.upgrade, db.create_all):
+        for attempt in (db.upgrade, db.create_all, db.ping):
             with pytest.raises(SchemaVersionError, match="a newer convodb migrated it") as info:
                 await attempt()
             assert info.value.current == "from_the_future"
+        async with db.session() as session:
+            with pytest.raises(SchemaVersionError, match="newer convodb"):
+                await ConversationService(session).list_conversations("alice")
 
 
 async def test_unversioned_tables_that_are_not_0_1_0s_are_refused_untouched(
@@ -241,6 +246,9 @@ async def test_unversioned_tables_that_are_not_0_1_0s_are_refused_untouched(
         with pytest.raises(SchemaVersionError, match="not convodb 0.1.0's schema") as info:
             await db.upgrade()
         assert "ix_conversations_user_recent" in str(info.value)
+        async with db.session() as session:  # SQLite's upgrade on first use refuses too
+            with pytest.raises(SchemaVersionError):
+                await ConversationService(session).list_conversations("alice")
     assert await _run(empty_database_url, _version) == []
     assert (
         await _run(empty_database_url, lambda c: "attachments" in inspect(c).get_table_names())
@@ -297,3 +305,88 @@ async def test_drop_all_forgets_the_version(empty_database_url: str) -> None:
         assert await db.schema_version() == (None, HEAD)
         await db.create_all()
         assert await db.schema_version() == (HEAD, HEAD)
+
+
+# -- the check on first use ---------------------------------------------------------------------
+
+
+async def test_sqlite_upgrades_a_0_1_0_database_on_first_use(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    await _restore_v0_1_0(url)
+    expected = _expected(url)
+    async with Database(url) as db:
+        assert await snapshot(db, expected["tokens"]) == expected["snapshot"]
+        assert await db.schema_version() == (HEAD, HEAD)
+
+
+async def test_postgres_refuses_a_schema_behind_the_code_and_names_the_command(
+    postgres_url: str,
+) -> None:
+    async with empty_postgres_database() as url:
+        await _restore_v0_1_0(url)
+        async with Database(url) as db, db.session() as session:
+            service = ConversationService(session)
+            for _ in range(2):  # refused on every call until upgraded
+                with pytest.raises(SchemaVersionError, match="run `convodb db upgrade`") as info:
+                    await service.list_conversations("alice")
+                assert info.value.current is None and info.value.head == HEAD
+            assert await db.schema_version() == (None, HEAD)  # nothing was touched
+
+            await db.upgrade()
+            assert len((await service.list_conversations("alice")).items) == 2
+
+
+async def test_a_database_without_tables_says_how_to_create_them(
+    empty_database_url: str,
+) -> None:
+    async with Database(empty_database_url) as db, db.session() as session:
+        with pytest.raises(SchemaVersionError, match=r"create_all\(\).*`convodb db upgrade`"):
+            await ConversationService(session).create_conversation("alice")
+    assert await _run(empty_database_url, lambda c: inspect(c).get_table_names()) == []
+
+
+async def test_the_version_is_read_once_per_database_and_again_after_dispose(
+    empty_database_url: str,
+) -> None:
+    async with Database(empty_database_url) as db:
+        await db.create_all()
+    reads: list[str] = []
+    async with Database(empty_database_url) as db:
+
+        @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if VERSION_TABLE in statement:
+                reads.append(statement)
+
+        async def use() -> None:
+            async with db.session() as session:
+                service = ConversationService(session)
+                cid = (await service.create_conversation("alice")).id
+                await service.save_message(cid, "user", "hi", user_id="alice")
+                await service.get_conversation_history(cid, "alice")
+
+        await use()
+        await use()
+        assert len(reads) == 1
+        await db.dispose()
+        await use()
+        assert len(reads) == 2
+
+
+async def test_a_schema_behind_the_code_is_a_503_naming_the_command(postgres_url: str) -> None:
+    from convodb.server import create_app
+    from tests._http import make_client, settings
+
+    async with empty_postgres_database() as url:
+        await _restore_v0_1_0(url)
+        async with Database(url) as db:
+            app = create_app(settings(dev=True), database=db)
+            async with make_client(app) as client:
+                response = await client.get(
+                    "/v1/conversations", headers={"X-Convodb-User": "alice"}
+                )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    problem = response.json()
+    assert problem["type"] == "urn:convodb:problem:schema-out-of-date"
+    assert "convodb db upgrade" in problem["detail"]

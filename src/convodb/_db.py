@@ -3,8 +3,13 @@
 Nothing here is module-global except the lazily created default behind the seed's
 ``get_db_session()``, which tests and apps can replace with :func:`set_default_database`.
 
-The schema is created and upgraded by the migrations in ``convodb.migrations``
-(:meth:`Database.upgrade`).
+convodb never runs on a mismatched schema. A ``Database`` checks its database's schema
+version once, on first use (the first service call through one of its sessions, or
+:meth:`Database.ping`), and again after :meth:`Database.dispose`; until then every service
+call costs one test of an empty dict (``convodb._dialect.unchecked_backend``). A schema behind
+the code's is upgraded there on SQLite, the embedded default, and refused elsewhere with a
+:class:`SchemaVersionError` that names ``convodb db upgrade``. The migrations themselves are
+in ``convodb.migrations``.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from sqlalchemy.ext.asyncio import (
 
 from . import migrations
 from ._dialect import (
+    Backend,
     async_url,
     configure_engine,
     engine_budget,
     engine_options,
     register_backend,
+    set_schema_checked,
     translate_error,
+    unchecked_backend,
 )
 from ._drivers import Timeouts, driver_connections
 from ._models import conversations, tables
@@ -185,6 +193,7 @@ class Database:
         if current != head:
             async with self._migration_engine() as engine:
                 await _upgrade(engine)
+        set_schema_checked(self._backend, True)
 
     async def schema_version(self) -> tuple[str | None, str]:
         """``(the database's schema revision, the one this convodb needs)``.
@@ -224,6 +233,7 @@ class Database:
 
         async with _translated(), self.engine.begin() as conn:
             await conn.run_sync(drop)
+        set_schema_checked(self._backend, False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -247,18 +257,26 @@ class Database:
     async def ping(self) -> None:
         """Check that the database answers and holds convodb's schema, within the timeouts.
 
+        The first ping checks the schema version too, as the first use of the database does
+        (on SQLite, that upgrades a schema behind the code's).
+
         Raises:
             StoreUnavailableError: it cannot be reached, or the tables are missing.
             StoreBusyError: no pooled connection was free in time.
+            SchemaVersionError: the schema is not the version this convodb needs.
         """
         try:
             async with _translated(), self.engine.connect() as conn:
                 await conn.execute(select(conversations.c.id).limit(1))
         except DBAPIError as exc:  # reachable, but not convodb's schema (yet)
             raise StoreUnavailableError(f"the database is not ready: {exc.orig}") from exc
+        if not self._backend.schema_checked:
+            await _check_schema(self.engine, self._backend)
 
     async def dispose(self) -> None:
-        """Close every pooled connection (the next use opens new ones)."""
+        """Close every pooled connection (the next use opens new ones, and checks the schema
+        version again)."""
+        set_schema_checked(self._backend, False)
         if self._connections is not None:
             await self._connections.close()
         # Connections made on an event loop that has ended cannot be closed on this one
@@ -319,6 +337,9 @@ def owns_transaction(session: AsyncSession, *, commit: bool) -> bool:
 async def write_transaction(session: AsyncSession, *, commit: bool) -> AsyncIterator[None]:
     """One service write: committed here in ``commit`` mode, rolled back on any error
     (cancellation included), driver errors translated into convodb's."""
+    unchecked = unchecked_backend(session)
+    if unchecked is not None:
+        await _check_schema(_engine_of(session), unchecked)
     async with _translated():
         try:
             yield
@@ -338,6 +359,9 @@ async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncItera
     An owned read that used the session ends the session's transaction, which returns its
     connection to the pool (the hot-path reads of ``Backend`` do not use the session).
     """
+    unchecked = unchecked_backend(session)
+    if unchecked is not None:
+        await _check_schema(_engine_of(session), unchecked)
     own = owns_transaction(session, commit=commit)
     async with _translated():
         try:
@@ -348,6 +372,35 @@ async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncItera
             if own and session.in_transaction():
                 await session.rollback()
             raise
+
+
+def _engine_of(session: AsyncSession) -> AsyncEngine:
+    bind = session.bind
+    if isinstance(bind, AsyncEngine):
+        return bind
+    if bind is not None:  # a connection of the engine
+        return bind.engine
+    return AsyncEngine(session.get_bind().engine)  # a session bound per mapper
+
+
+async def _check_schema(engine: AsyncEngine, backend: Backend) -> None:
+    """Once per Database: its schema is at the head revision, or is brought there (SQLite),
+    or the caller gets a SchemaVersionError. On its own connection, never the session's."""
+    async with _translated(), engine.connect() as conn:
+        current = await conn.run_sync(migrations.read_version)
+        state = migrations.classify(current)
+        if state == "unknown":
+            raise migrations.ahead_error(current)
+        if state == "behind":
+            from .migrations._run import convodb_tables
+
+            if current is None and not await conn.run_sync(convodb_tables):
+                raise migrations.no_schema_error()
+            if not backend.upgrades_on_open:
+                raise migrations.behind_error(current)
+    if state == "behind":
+        await _upgrade(engine)
+    set_schema_checked(backend, True)
 
 
 async def _upgrade(engine: AsyncEngine) -> None:

@@ -54,7 +54,9 @@ __all__ = [
     "engine_budget",
     "engine_options",
     "register_backend",
+    "set_schema_checked",
     "translate_error",
+    "unchecked_backend",
 ]
 
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -288,6 +290,8 @@ class Backend:
     """How one database runs the hot path. One instance per engine (see ``backend_for``)."""
 
     name = ""
+    upgrades_on_open = False
+    """A schema behind the code's is migrated on first use (else: SchemaVersionError)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -296,6 +300,11 @@ class Backend:
         """The hot path's own driver connections, set by ``Database``; ``None``: the engine's."""
         self.engine_loop: asyncio.AbstractEventLoop | None = None
         """The event loop of the engine's newest connection, where that matters (asyncpg)."""
+
+    @property
+    def schema_checked(self) -> bool:
+        """Whether the schema version need not be checked (again) before the next use."""
+        return id(self) not in _unchecked
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
@@ -442,6 +451,7 @@ class SQLiteBackend(Backend):
     """
 
     name = "sqlite"
+    upgrades_on_open = True  # the embedded default: nobody else is there to run the upgrade
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing()
@@ -657,11 +667,42 @@ _BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend, "postgresql": Po
 _backends: weakref.WeakKeyDictionary[Engine, Backend] = weakref.WeakKeyDictionary()
 
 
+# The Backends of Databases whose schema version is still to be checked (see convodb._db), by
+# id, each gone with its Backend. While it is empty, which is always but for a Database's
+# first use, the check costs every service call one test of a dict (a WeakSet's costs a
+# method call, ~0.15 us).
+_unchecked: dict[int, weakref.ref[Backend]] = {}
+
+
 def register_backend(engine: AsyncEngine, connections: DriverConnections | None) -> Backend:
-    """Make the Backend of ``engine``, with the hot path's own driver connections."""
+    """Make the Backend of ``engine``, with the hot path's own driver connections; its
+    schema version is to be checked on first use."""
     backend = _backends[engine.sync_engine] = _backend_class(engine.dialect)(engine.dialect)
     backend.connections = connections
+    set_schema_checked(backend, False)
     return backend
+
+
+def unchecked_backend(session: AsyncSession) -> Backend | None:
+    """The session's Backend if its database's schema version is still to be checked.
+
+    Only engines made by a ``Database`` are checked; an engine of the caller's own is the
+    caller's to keep at the head revision.
+    """
+    if not _unchecked:
+        return None
+    backend = backend_for(session)
+    return None if backend.schema_checked else backend
+
+
+def set_schema_checked(backend: Backend, checked: bool) -> None:
+    """Record that the schema was found at the head revision (or must be checked again)."""
+    key = id(backend)
+    if checked:
+        _unchecked.pop(key, None)
+    elif key not in _unchecked:
+        # The callback runs when the Backend is collected, before its id can be reused.
+        _unchecked[key] = weakref.ref(backend, lambda _ref: _unchecked.pop(key, None))
 
 
 def backend_for(session: AsyncSession) -> Backend:

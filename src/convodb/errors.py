@@ -133,9 +133,10 @@ class StoreUnavailableError(ConvodbError):
 class SchemaVersionError(ConvodbError):
     """The database's schema is not the one this convodb needs; run `convodb db upgrade`.
 
-    Behind the code's (made by an older convodb, or empty): migrate it with
-    ``convodb db upgrade`` or ``await Database.upgrade()``. At a revision the code does not
-    know: a newer convodb migrated it, and this one must be upgraded to use it.
+    convodb never runs on a mismatched schema. Behind the code's (made by an older convodb,
+    or empty): migrate it with ``convodb db upgrade`` or ``await Database.upgrade()`` (an
+    embedded SQLite database is upgraded on first use instead). At a revision the code does
+    not know: a newer convodb migrated it, and this one must be upgraded to use it.
 
     Attributes:
         current: the database's revision; ``None`` when it has none (empty, or made by

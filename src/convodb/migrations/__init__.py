@@ -27,9 +27,9 @@ A revision the code does not know means a newer convodb migrated the database: r
 convodb keeps its version in its own table, ``convodb_alembic_version``, so that an
 application with its own Alembic migrations can share the database.
 
-This module reads the version and tells it from :data:`HEAD` without importing Alembic (a
-tenth of a second at start-up). Running the revisions and comparing schemas live in
-``convodb.migrations._run``.
+This module is what a ``Database`` needs on every open: reading the version and telling it
+from :data:`HEAD`, without importing Alembic (a tenth of a second at start-up). Running the
+revisions and comparing schemas live in ``convodb.migrations._run``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ __all__ = [
     "HEAD",
     "VERSION_TABLE",
     "ahead_error",
+    "behind_error",
     "classify",
+    "no_schema_error",
     "read_version",
     "version_table",
 ]
@@ -96,10 +98,33 @@ def select_version(connection: Connection) -> str | None:
     return " ".join(sorted(rows)) or None  # more than one row: not a version of convodb's
 
 
+def behind_error(current: str | None) -> SchemaVersionError:
+    at = (
+        "has no schema version (convodb 0.1.0 made it)"
+        if current is None
+        else f"is at revision {current!r}"
+    )
+    return SchemaVersionError(
+        f"the database schema {at} and this convodb needs {HEAD!r}: run `convodb db upgrade` "
+        "(or `await Database.upgrade()`) to migrate it",
+        current=current,
+        head=HEAD,
+    )
+
+
 def ahead_error(current: str | None) -> SchemaVersionError:
     return SchemaVersionError(
         f"the database schema is at revision {current!r}, which this convodb does not know "
         f"(its newest is {HEAD!r}): a newer convodb migrated it; upgrade convodb to use it",
         current=current,
+        head=HEAD,
+    )
+
+
+def no_schema_error() -> SchemaVersionError:
+    return SchemaVersionError(
+        "the database has no convodb tables: call `await Database.create_all()` or run "
+        "`convodb db upgrade` to create them",
+        current=None,
         head=HEAD,
     )

@@ -36,6 +36,7 @@ from convodb.errors import (
     ConvodbError,
     IdempotencyKeyReuseError,
     LimitExceededError,
+    SchemaVersionError,
     StoreBusyError,
     StoreUnavailableError,
     ValidationError,
@@ -98,6 +99,15 @@ STORE_UNAVAILABLE = ProblemType(
     detail="The database is unavailable; nothing was stored. Retry later.",
     retry_after=5,
 )
+SCHEMA_OUT_OF_DATE = ProblemType(
+    "schema-out-of-date",
+    503,
+    "Database schema out of date",
+    detail="The database's schema is not the version this server needs; nothing was stored. "
+    "The operator must run `convodb db upgrade` (or deploy the convodb that migrated it). "
+    "Retry later.",
+    retry_after=30,
+)
 INTERNAL = ProblemType("internal-error", 500, "Internal server error")
 
 # convodb's errors, most specific class first: the first isinstance match wins.
@@ -111,6 +121,7 @@ PROBLEMS: tuple[tuple[type[ConvodbError], ProblemType], ...] = (
     (ConflictError, CONFLICT),
     (StoreBusyError, STORE_BUSY),
     (StoreUnavailableError, STORE_UNAVAILABLE),
+    (SchemaVersionError, SCHEMA_OUT_OF_DATE),
 )
 ALL_TYPES: tuple[ProblemType, ...] = (
     BAD_REQUEST,
@@ -131,6 +142,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     CONTEXT_BUDGET,
     STORE_BUSY,
     STORE_UNAVAILABLE,
+    SCHEMA_OUT_OF_DATE,
     INTERNAL,
 )
 _BY_STATUS = {
