@@ -290,7 +290,29 @@ async def test_migrations_run_with_no_statement_timeout(postgres_url: str) -> No
 async def test_concurrent_upgrades_wait_for_each_other(empty_database_url: str) -> None:
     databases = [Database(empty_database_url) for _ in range(3)]
     try:
+        # Open the database once first: on SQLite that switches a new file to WAL, which
+        # fails (SQLITE_BUSY) while another connection holds a lock; racing that is not
+        # what this test is about.
+        await databases[0].schema_version()
         await asyncio.gather(*(db.create_all() for db in databases))
+        for db in databases:
+            assert await db.schema_version() == (HEAD, HEAD)
+    finally:
+        for db in databases:
+            await db.dispose()
+
+
+async def test_databases_migrating_at_once_in_one_process_do_not_collide(
+    tmp_path: Path,
+) -> None:
+    """Alembic keeps the running migration in module globals: convodb runs one at a time."""
+    urls = []
+    for n in range(3):
+        shutil.copyfile(SQLITE_FIXTURE, tmp_path / f"{n}.db")
+        urls.append(f"sqlite:///{tmp_path / f'{n}.db'}")
+    databases = [Database(url) for url in urls]
+    try:
+        await asyncio.gather(*(db.upgrade() for db in databases))
         for db in databases:
             assert await db.schema_version() == (HEAD, HEAD)
     finally:

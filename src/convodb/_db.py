@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -406,8 +407,21 @@ async def _check_schema(engine: AsyncEngine, backend: Backend) -> None:
 async def _upgrade(engine: AsyncEngine) -> None:
     from .migrations._run import upgrade  # Alembic: imported only when there is work for it
 
-    async with _translated(), engine.connect() as conn:
-        await conn.run_sync(upgrade)
+    # Alembic keeps the running migration in process-global proxies (alembic.context,
+    # alembic.op): two at once in one process, even on different databases or event loops,
+    # trample each other. So one at a time, under a thread lock that a waiter polls:
+    # acquire() would block its event loop, and to_thread(acquire) could take the lock for a
+    # waiter already cancelled, never to release it.
+    while not _migrating.acquire(blocking=False):  # noqa: ASYNC110 (see above)
+        await asyncio.sleep(0.01)
+    try:
+        async with _translated(), engine.connect() as conn:
+            await conn.run_sync(upgrade)
+    finally:
+        _migrating.release()
+
+
+_migrating = threading.Lock()
 
 
 @asynccontextmanager
