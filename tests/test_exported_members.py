@@ -17,6 +17,7 @@ def test_exported_members() -> None:
         "AgentInput",
         "ApiKey",
         "ApiKeyService",
+        "Attachment",
         "ConflictError",
         "ContextBudgetError",
         "Conversation",

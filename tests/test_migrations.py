@@ -134,9 +134,9 @@ def _expected(url: str) -> dict[str, Any]:
 
 def test_revisions_are_named_and_form_one_line() -> None:
     script = ScriptDirectory(str(MIGRATIONS))
-    assert script.get_heads() == [HEAD] == [BASELINE]
+    assert script.get_heads() == [HEAD] == ["content_parts"]
     chain = [r.revision for r in script.walk_revisions("base", "heads")][::-1]
-    assert chain == [BASELINE]
+    assert chain == [BASELINE, HEAD]
     for revision in script.walk_revisions():
         assert revision.module.__file__ is not None
         assert Path(revision.module.__file__).stem == revision.revision
@@ -163,6 +163,18 @@ async def test_create_all_builds_the_same_schema_and_stamps_head(empty_database_
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_drift, _models()) == []
             assert await conn.run_sync(_version) == [HEAD]
+
+
+async def test_downgrading_to_the_baseline_gives_the_baseline_schema(
+    empty_database_url: str,
+) -> None:
+    def down_and_up(connection: Connection) -> tuple[list[Any], list[Any]]:
+        _alembic(connection, upgrade_to="head", downgrade_to=BASELINE)
+        at_baseline = _drift(connection, baseline_metadata())
+        _alembic(connection, upgrade_to="head")
+        return at_baseline, _drift(connection, _models())
+
+    assert await _run(empty_database_url, down_and_up) == ([], [])
 
 
 async def test_the_baseline_is_exactly_what_0_1_0_created(empty_database_url: str) -> None:
@@ -356,6 +368,13 @@ async def test_postgres_refuses_a_schema_behind_the_code_and_names_the_command(
 
             await db.upgrade()
             assert len((await service.list_conversations("alice")).items) == 2
+
+        # A database stamped at an older revision: the error names it.
+        async with Database(url) as db:
+            await _run(url, lambda c: _alembic(c, downgrade_to=BASELINE))
+            with pytest.raises(SchemaVersionError, match=f"at revision '{BASELINE}'") as info:
+                await db.ping()
+            assert info.value.current == BASELINE
 
 
 async def test_a_database_without_tables_says_how_to_create_them(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ._db import DEFAULT_DATABASE_URL, Database, get_db_session, set_default_database
 from ._keys import ApiKey, ApiKeyService, CreatedApiKey, StoredApiKey
-from ._models import ROLES, Conversation, Message, Summary
+from ._models import ROLES, Attachment, Conversation, Message, Summary
 from ._records import (
     NewMessage,
     Page,
@@ -59,6 +59,7 @@ __all__ = [
     "AgentInput",
     "ApiKey",
     "ApiKeyService",
+    "Attachment",
     "ConflictError",
     "ContextBudgetError",
     "Conversation",

@@ -1,4 +1,4 @@
-"""The schema: two SQLModel tables, shaped for one server today and a Citus cluster tomorrow.
+"""The schema: SQLModel tables, shaped for one server today and a Citus cluster tomorrow.
 
 - Order is ``messages.seq``, a per-conversation sequence assigned in the append transaction
   from ``conversations.last_seq``; timestamps are informational only.
@@ -7,6 +7,8 @@
 - Every unique constraint on ``messages`` leads with ``conversation_id``, so both tables can be
   distributed by conversation id and co-located: each hot-path statement routes to one shard.
 - ``role`` is checked by the database too; there is no index on it (it would only slow writes).
+- The schema changes only by migration (``convodb/migrations``): a change here comes with a
+  revision that makes the same change, and ``tests/test_migrations.py`` proves the two equal.
 
 The Python attribute for the JSON ``metadata`` column is ``metadata_``: SQLAlchemy reserves
 ``metadata`` on mapped classes for the table registry.
@@ -24,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -35,9 +38,11 @@ from ._types import DateTimeUTC, JSONType, utcnow
 
 __all__ = [
     "ROLES",
+    "Attachment",
     "Conversation",
     "Message",
     "Summary",
+    "attachments",
     "conversations",
     "messages",
     "summaries",
@@ -52,6 +57,7 @@ USER_ID_LENGTH = 255
 TOOL_FIELD_LENGTH = 255
 KEY_LENGTH = 255
 TITLE_LENGTH = 1024
+MEDIA_TYPE_LENGTH = 255
 
 
 class Conversation(SQLModel, table=True):
@@ -96,6 +102,9 @@ class Message(SQLModel, table=True):
     id: str = Field(sa_column=Column(String(36), nullable=False))
     role: str = Field(sa_column=Column(String(16), nullable=False))
     content: str | None = Field(default=None, sa_column=Column(Text))
+    """The text; ``None`` when the content is a list of parts (``parts``) or absent."""
+    parts: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONType))
+    """Content as a list of typed parts (text, image, file, ...), when it is not plain text."""
     tool_calls: list[dict[str, str]] | None = Field(default=None, sa_column=Column(JSONType))
     """Assistant tool calls as ``[{"id", "name", "arguments"}]``; ``arguments`` kept verbatim."""
     tool_name: str | None = Field(default=None, sa_column=Column(String(TOOL_FIELD_LENGTH)))
@@ -140,14 +149,43 @@ class Summary(SQLModel, table=True):
     )
 
 
+class Attachment(SQLModel, table=True):
+    """Binary content that message parts of a conversation refer to, stored once by digest.
+
+    Keyed by ``(conversation_id, sha256)``, like every other key here leading with the
+    conversation: attachments are distributed with their conversation, and deleted with it
+    (``ON DELETE CASCADE``).
+    """
+
+    __tablename__: ClassVar[str] = "attachments"
+
+    conversation_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("conversations.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    sha256: str = Field(sa_column=Column(String(64), primary_key=True))
+    """SHA-256 of ``data``, hex."""
+    media_type: str = Field(sa_column=Column(String(MEDIA_TYPE_LENGTH), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """``len(data)`` in bytes."""
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+
+
 # The Core tables behind the models, for the hot path's statements.
 conversations: Table = Conversation.__table__  # type: ignore[attr-defined]
 messages: Table = Message.__table__  # type: ignore[attr-defined]
 summaries: Table = Summary.__table__  # type: ignore[attr-defined]
+attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
 
 
 def tables() -> list[Table]:
     """convodb's own tables, in creation order (not the rest of ``SQLModel.metadata``)."""
     from ._keys import api_keys  # the HTTP service's keys; imported here to avoid a cycle
 
-    return [conversations, messages, summaries, api_keys]
+    return [conversations, messages, summaries, attachments, api_keys]

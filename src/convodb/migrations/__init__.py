@@ -52,7 +52,7 @@ __all__ = [
     "version_table",
 ]
 
-HEAD = "baseline_0_1_0"
+HEAD = "content_parts"
 """The newest revision: the schema this code needs. A new revision updates it (a test checks
 that it is the head of ``versions/``)."""
 BASELINE = "baseline_0_1_0"
