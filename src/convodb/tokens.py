@@ -48,6 +48,9 @@ __all__ = [
 MESSAGE_OVERHEAD = 4
 """Tokens charged per message for its framing (role and delimiters), as OpenAI's chat format
 spends 3-4 per message."""
+PART_ESTIMATE = 1600
+"""Tokens charged for a content part other than text (an image, a file, audio, a provider
+item): about a large image's cost in either provider's rules."""
 TOOL_CALL_OVERHEAD = 8
 """Tokens charged per tool call on top of its id, name and arguments (call framing)."""
 
@@ -103,14 +106,32 @@ class _MessageCounting:
             ``TOOL_CALL_OVERHEAD``.
         """
         total = MESSAGE_OVERHEAD
-        if message.content:
-            total += self.count_text(message.content)
+        content = message.content
+        if isinstance(content, str):
+            total += self.count_text(content) if content else 0
+        elif content:
+            total += sum(self._count_part(part) for part in content)
         if message.tool_call_id:
             total += self.count_text(message.tool_call_id)
         for call_id, name, arguments in _call_parts(message):
             total += TOOL_CALL_OVERHEAD + self.count_text(call_id)
             total += self.count_text(name) + self.count_text(arguments)
         return total
+
+    def _count_part(self, part: Any) -> int:
+        # Text and reasoning count as their text; a medium counts a fixed, generous
+        # PART_ESTIMATE until per-medium rules land (issue 10).
+        for name in ("text", "thinking", "data"):
+            value = getattr(part, name, None)
+            if isinstance(value, str) and getattr(part, "type", "") in (
+                "text",
+                "thinking",
+                "redacted_thinking",
+            ):
+                return self.count_text(value)
+        if getattr(part, "type", "") == "reasoning":
+            return sum(self.count_text(t) for t in part.summary) + PART_ESTIMATE // 4
+        return PART_ESTIMATE
 
 
 class TiktokenCounter(_MessageCounting):
