@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from convodb import Database
-from convodb._models import conversations, messages
+from convodb._models import attachments, conversations, messages
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,8 @@ class State:
     messages: int
     last_seq: int | None
     updated_at: datetime | None
+    attachments: int
+    """Attachment rows of all conversations."""
 
 
 async def state(db: Database, conversation_id: str) -> State:
@@ -39,7 +41,11 @@ async def state(db: Database, conversation_id: str) -> State:
                 .where(messages.c.conversation_id == conversation_id)
             )
         ).scalar_one()
+        n_attachments = (
+            await conn.execute(select(func.count()).select_from(attachments))
+        ).scalar_one()
     return State(
+        attachments=n_attachments,
         conversations=n_conversations,
         messages=n_messages,
         last_seq=row.last_seq if row else None,

@@ -50,6 +50,6 @@ async def test_cancelled_writes_store_whole_batches_and_leave_no_lock(db: Databa
     sizes: dict[str, int] = {}
     for m in history:
         if m.content != "probe":
-            batch = (m.content or "").split(":")[0]
+            batch = m.text.split(":")[0]
             sizes[batch] = sizes.get(batch, 0) + 1
     assert set(sizes.values()) <= {3}, sizes  # whole batches or none

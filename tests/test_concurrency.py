@@ -58,7 +58,7 @@ async def test_concurrent_appends_are_gap_free_ordered_and_never_behind_a_reader
     assert [m.seq for m in history] == list(range(1, total + 1))
     assert len({m.content for m in history}) == total
     for w in range(WRITERS):
-        mine = [m.content for m in history if m.content and m.content.startswith(f"{w}:")]
+        mine = [m.text for m in history if m.text.startswith(f"{w}:")]
         assert mine == [f"{w}:{i}" for i in range(PER_WRITER)]
 
 

@@ -99,7 +99,9 @@ def stored(messages: list[NewMessage]) -> list[Stored]:
     """Parsed messages as the store returns them: parts as a tuple, calls as ``ToolCall``."""
     out = []
     for seq, m in enumerate(messages, 1):
-        content = m.content if m.content is None or isinstance(m.content, str) else tuple(m.content)
+        content = m.content
+        if content is not None and not isinstance(content, str):
+            content = cast("tuple[Part, ...]", tuple(content))
         calls = tuple(c if isinstance(c, ToolCall) else ToolCall(**c) for c in m.tool_calls or ())
         out.append(Stored(m.role, content, calls or None, m.tool_call_id, m.tool_name, seq=seq))
     return out

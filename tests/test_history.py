@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convodb._records import Role, StoredMessage, ToolCall
+from convodb._parts import Part
+from convodb._records import Role, StoredMessage, ToolCall, Turn
 from convodb.errors import ContextBudgetError, ValidationError
 from convodb.formats import format_messages
 from convodb.history import Window, WindowBuilder, select_window
@@ -273,12 +274,12 @@ def check_window(
     history: list[StoredMessage], window: Window, max_messages: int | None, max_tokens: int | None
 ) -> None:
     kept = window.messages
-    fixed_parts: list[tuple[Role, str | None]] = [
+    fixed_parts: list[tuple[Role, str | tuple[Part, ...] | None]] = [
         ("system", window.system_prompt),
         ("system", window.summary),
         ("user", window.user_message),
     ]
-    fixed = sum(COUNTER.count_message(msg(0, r, t)) for r, t in fixed_parts if t is not None)
+    fixed = sum(COUNTER.count_message(Turn(r, t)) for r, t in fixed_parts if t is not None)
     assert window.token_count == fixed + sum(cost(m) for m in kept)
     if max_tokens is not None:
         assert window.token_count <= max_tokens

@@ -32,7 +32,7 @@ async def _use(database: Database, content: str) -> list[str | None]:
         cid = (await service.create_conversation("alice")).id
         await service.save_message(cid, "user", content, user_id="alice")
         assert cid in [c.id for c in (await service.list_conversations("alice")).items]
-        return [m.content for m in await service.get_conversation_history(cid, "alice")]
+        return [m.text for m in await service.get_conversation_history(cid, "alice")]
 
 
 def test_one_database_serves_one_event_loop_after_another(database_url: str) -> None:

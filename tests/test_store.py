@@ -202,6 +202,16 @@ async def test_append_returns_stored_messages_with_seq_and_id(
 # -- rule 4: another user's conversation looks missing -------------------------------------
 
 
+# A 1x1 PNG, and its digest: an attachment the owner stores.
+IMAGE = {
+    "type": "image",
+    "media_type": "image/png",
+    "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5C"
+    "YII=",
+}
+IMAGE_DIGEST = "63ef318d96b5d0d0ceba6e04a4e622b1158335cdc67c49e27839132c6f655058"
+
+
 async def _call_every_method(service: ConversationService, cid: str, who: str) -> list[object]:
     """Call each conversation-scoped method as ``who``; collect results or errors.
 
@@ -215,6 +225,8 @@ async def _call_every_method(service: ConversationService, cid: str, who: str) -
         lambda: service.save_message(cid, "user", "hi", user_id=who, key="k"),
         lambda: service.save_conversation_messages(cid, who, [user("a"), user("b")]),
         lambda: service.save_conversation_messages(cid, who, []),
+        lambda: service.save_message(cid, "user", [IMAGE], user_id=who),
+        lambda: service.get_attachment(cid, who, IMAGE_DIGEST),
         lambda: service.get_conversation_history(cid, who),
         lambda: service.list_messages(cid, who),
         lambda: service.list_messages(cid, who, order="desc"),
@@ -235,6 +247,7 @@ async def test_foreign_conversation_is_indistinguishable_from_missing(
 ) -> None:
     conversation = await service.create_conversation(ALICE, conversation_id="shared-id-1")
     await service.save_message(conversation.id, "user", "secret", user_id=ALICE, key="k")
+    await service.save_message(conversation.id, "user", [IMAGE], user_id=ALICE)
     before = await state(db, conversation.id)
 
     foreign = await _call_every_method(service, "shared-id-1", BOB)
@@ -242,8 +255,8 @@ async def test_foreign_conversation_is_indistinguishable_from_missing(
     missing = await _call_every_method(service, "shared-id-1", BOB)
 
     assert foreign == missing
-    assert foreign == [(ConversationNotFoundError, "Conversation not found: 'shared-id-1'")] * 12
-    assert before.messages == 1 and before.last_seq == 1
+    assert foreign == [(ConversationNotFoundError, "Conversation not found: 'shared-id-1'")] * 14
+    assert (before.messages, before.last_seq, before.attachments) == (2, 2, 1)
 
 
 async def test_foreign_conversation_is_left_unchanged(
@@ -251,6 +264,7 @@ async def test_foreign_conversation_is_left_unchanged(
 ) -> None:
     conversation = await service.create_conversation(ALICE, title="A's", metadata={"a": 1})
     await service.save_message(conversation.id, "user", "secret", user_id=ALICE)
+    await service.save_message(conversation.id, "user", [IMAGE], user_id=ALICE)
     before = await state(db, conversation.id)
 
     await _call_every_method(service, conversation.id, BOB)
@@ -258,9 +272,9 @@ async def test_foreign_conversation_is_left_unchanged(
     assert await state(db, conversation.id) == before
     after = await service.get_conversation(conversation.id, ALICE)
     assert (after.title, after.metadata, after.user_id) == ("A's", {"a": 1}, ALICE)
-    assert [m.content for m in await service.get_conversation_history(conversation.id, ALICE)] == [
-        "secret"
-    ]
+    history = await service.get_conversation_history(conversation.id, ALICE)
+    assert [m.text for m in history] == ["secret", ""]
+    assert (await service.get_attachment(conversation.id, ALICE, IMAGE_DIGEST)).size == 68
 
 
 async def test_get_or_create_with_foreign_id_raises_not_found_and_writes_nothing(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 import weakref
@@ -328,6 +329,7 @@ class Backend:
         rows: list[dict[str, Any]],
         *,
         own: bool,
+        attachments: Sequence[dict[str, Any]] = (),
     ) -> int | None:
         """Reserve ``len(rows)`` seqs in the conversation and insert the rows, atomically.
 
@@ -336,6 +338,8 @@ class Backend:
             rows: the messages' column values, without ``seq``.
             own: the service owns the transaction: commit it here; otherwise the rows join
                 the session's transaction.
+            attachments: rows of the attachments table the messages' parts refer to, each
+                digest once; a digest the conversation holds already is left as it is.
 
         Returns:
             The conversation's new ``last_seq``, or ``None`` when it is missing or not the
@@ -348,7 +352,14 @@ class Backend:
         first = int(last_seq) - len(rows) + 1
         numbered = [{**row, "seq": first + i} for i, row in enumerate(rows)]
         await session.execute(statements.INSERT_MESSAGES, numbered)
+        if attachments:
+            await session.execute(self.insert_attachments, list(attachments))
         return int(last_seq)
+
+    @functools.cached_property
+    def insert_attachments(self) -> Insert:
+        """Insert attachments, skipping digests the conversation holds already."""
+        return self.insert_ignoring_conflicts(statements.attachments)
 
     def _compile(self, statement: Any) -> _Compiled:
         cached = self._compiled.get(id(statement))
@@ -475,8 +486,11 @@ class SQLiteBackend(Backend):
         rows: list[dict[str, Any]],
         *,
         own: bool,
+        attachments: Sequence[dict[str, Any]] = (),
     ) -> int | None:
         bump, insert = self._compile(statements.BUMP_SEQ), self._compile(statements.INSERT_MESSAGES)
+        attach = self._compile(self.insert_attachments)
+        attach_args = attach.many_args(attachments) if attachments else None
         if own and isinstance(self.connections, SqliteThreads):
             bump_args = bump.args({**owner, "n": len(rows)})
 
@@ -490,6 +504,8 @@ class SQLiteBackend(Backend):
                     return None
                 last_seq = int(bumped[0][0])
                 connection.executemany(insert.sql, self._insert_args(insert, rows, last_seq))
+                if attach_args:
+                    connection.executemany(attach.sql, attach_args)
                 connection.commit()
                 return last_seq
 
@@ -502,6 +518,8 @@ class SQLiteBackend(Backend):
                 last_seq = int(next(iter(bumped))[0]) if bumped else None
                 if last_seq is not None:
                     await driver.executemany(insert.sql, self._insert_args(insert, rows, last_seq))
+                    if attach_args:
+                        await driver.executemany(attach.sql, attach_args)
                 if own:
                     await (driver.commit() if last_seq is not None else driver.rollback())
             except BaseException:
@@ -549,11 +567,14 @@ class PostgresBackend(Backend):
         rows: list[dict[str, Any]],
         *,
         own: bool,
+        attachments: Sequence[dict[str, Any]] = (),
     ) -> int | None:
         if not own:
-            return await super().append(session, owner, rows, own=own)
+            return await super().append(session, owner, rows, own=own, attachments=attachments)
         names: tuple[str, ...]
-        if all(_plain(row) for row in rows):  # most chat turns: send 4 arrays, not 9
+        if attachments:
+            statement, names = _PG_APPEND_ATTACHMENTS, _PG_ARRAY_COLUMNS
+        elif all(_plain(row) for row in rows):  # most chat turns: send 4 arrays, not 10
             statement, names = _PG_APPEND_PLAIN, _PG_PLAIN_COLUMNS
         else:
             statement, names = _PG_APPEND, _PG_ARRAY_COLUMNS
@@ -561,6 +582,8 @@ class PostgresBackend(Backend):
         for i, name in enumerate(names):
             if name in _PG_JSON_COLUMNS:
                 columns[i] = [_json_text(v) for v in columns[i]]
+        if attachments:
+            columns += [[a[name] for a in attachments] for name in _PG_ATTACHMENT_COLUMNS]
         async with self._own_connection(session) as driver:
             last_seq = await driver.fetchval(
                 statement, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
@@ -574,9 +597,11 @@ class PostgresBackend(Backend):
 
 
 def _plain(row: dict[str, Any]) -> bool:
-    """No tool call, tool field, key or metadata: the columns _PG_APPEND_PLAIN leaves out."""
+    """Text content without tool call, tool field, key or metadata: the columns
+    _PG_APPEND_PLAIN leaves out."""
     return (
-        row["tool_calls"] is None
+        row["parts"] is None
+        and row["tool_calls"] is None
         and row["tool_name"] is None
         and row["tool_call_id"] is None
         and row["key"] is None
@@ -596,6 +621,7 @@ _PG_ARRAY_COLUMNS = (
     "id",
     "role",
     "content",
+    "parts",
     "tool_calls",
     "tool_name",
     "tool_call_id",
@@ -603,7 +629,7 @@ _PG_ARRAY_COLUMNS = (
     "key",
     "token_count",
 )
-_PG_JSON_COLUMNS = ("tool_calls", "metadata")
+_PG_JSON_COLUMNS = ("parts", "tool_calls", "metadata")
 # $1 cid, $2 uid, $3 n, $4 now, then one array per column of _PG_ARRAY_COLUMNS.
 _PG_APPEND = """
 WITH c AS (
@@ -611,17 +637,33 @@ WITH c AS (
     WHERE id = $1 AND user_id = $2
     RETURNING last_seq
 ), ins AS (
-    INSERT INTO messages (conversation_id, seq, id, role, content, tool_calls, tool_name,
+    INSERT INTO messages (conversation_id, seq, id, role, content, parts, tool_calls, tool_name,
                           tool_call_id, metadata, key, token_count, created_at)
-    SELECT $1, c.last_seq - $3 + v.ord, v.id, v.role, v.content, v.tool_calls::jsonb,
-           v.tool_name, v.tool_call_id, v.metadata::jsonb, v.key, v.token_count, $4
+    SELECT $1, c.last_seq - $3 + v.ord, v.id, v.role, v.content, v.parts::jsonb,
+           v.tool_calls::jsonb, v.tool_name, v.tool_call_id, v.metadata::jsonb, v.key,
+           v.token_count, $4
     FROM c, unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                   $11::text[], $12::text[], $13::int[])
-            WITH ORDINALITY AS v(id, role, content, tool_calls, tool_name, tool_call_id,
+                   $11::text[], $12::text[], $13::text[], $14::int[])
+            WITH ORDINALITY AS v(id, role, content, parts, tool_calls, tool_name, tool_call_id,
                                  metadata, key, token_count, ord)
 )
 SELECT last_seq FROM c
 """
+# The attachments columns of _PG_APPEND_ATTACHMENTS's last arrays, in its order ($15 ...).
+_PG_ATTACHMENT_COLUMNS = ("sha256", "media_type", "size", "data")
+# _PG_APPEND that also stores the messages' attachments, in the same statement: only when
+# the conversation is the user's (FROM c), each digest once per conversation.
+_PG_APPEND_ATTACHMENTS = _PG_APPEND.replace(
+    "\nSELECT last_seq FROM c",
+    """, att AS (
+    INSERT INTO attachments (conversation_id, sha256, media_type, size, data, created_at)
+    SELECT $1, a.sha256, a.media_type, a.size, a.data, $4
+    FROM c, unnest($15::text[], $16::text[], $17::bigint[], $18::bytea[])
+            AS a(sha256, media_type, size, data)
+    ON CONFLICT DO NOTHING
+)
+SELECT last_seq FROM c""",
+)
 # The same for a batch of plain messages (see _plain): the other columns keep their defaults
 # (NULL) and metadata is the empty object. Store tests append plain batches on PostgreSQL and
 # read every column back.

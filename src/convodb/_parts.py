@@ -30,6 +30,7 @@ by its SHA-256, apart from the message rows (see ``convodb._service``): a stored
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeAlias
@@ -48,6 +49,7 @@ __all__ = [
     "RedactedThinkingPart",
     "TextPart",
     "ThinkingPart",
+    "parse_data_url",
     "part_from_dict",
     "part_to_dict",
     "text_of",
@@ -237,3 +239,12 @@ def text_of(content: str | tuple[Part, ...] | None) -> str:
     if isinstance(content, str):
         return content
     return "\n".join(p.text for p in content if isinstance(p, TextPart))
+
+
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,(.*)", re.DOTALL)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64)`` of a base64 ``data:`` URL; ``None`` for anything else."""
+    match = _DATA_URL.fullmatch(url)
+    return (match.group(1).lower(), match.group(2)) if match else None

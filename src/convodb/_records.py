@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
+from ._parts import Part, text_of
+
 __all__ = [
     "NewMessage",
     "Page",
     "Role",
+    "StoredAttachment",
     "StoredConversation",
     "StoredMessage",
     "StoredSummary",
@@ -49,7 +52,9 @@ class NewMessage:
     """A message to append. Plain dicts with the same keys are accepted too."""
 
     role: Role
-    content: str | None = None
+    content: str | Sequence[Part | Mapping[str, Any]] | None = None
+    """Text, or a list of parts: part records such as :class:`~convodb.TextPart`, or dicts
+    of the same shape."""
     tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None
     """Assistant only: the calls the model requested."""
     tool_name: str | None = None
@@ -72,7 +77,10 @@ class StoredMessage:
     seq: int
     """Position in the conversation: 1, 2, 3, ... with no gaps. History is ordered by it."""
     role: Role
-    content: str | None
+    content: str | tuple[Part, ...] | None
+    """Text, or a tuple of parts. Parts whose binary data is stored as an attachment carry
+    its digest (``attachment``) and no ``data``: history reads leave it out, agent-input
+    windows load it, ``ConversationService.get_attachment`` returns it."""
     tool_calls: tuple[ToolCall, ...] | None
     tool_name: str | None
     tool_call_id: str | None
@@ -80,6 +88,22 @@ class StoredMessage:
     key: str | None
     token_count: int | None
     created_at: datetime
+
+    @property
+    def text(self) -> str:
+        """The text: ``content`` itself, or its text parts joined by newlines ("" for none)."""
+        return text_of(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A message that is not stored (a system prompt, a new user message), as the formats and
+    token counters read messages."""
+
+    role: str
+    content: str | tuple[Part, ...] | None
+    tool_call_id: str | None = None
+    tool_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +133,21 @@ class StoredSummary:
     token_count: int | None
     metadata: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttachment:
+    """Binary content of a conversation's parts, stored once per conversation by digest."""
+
+    conversation_id: str
+    sha256: str
+    """SHA-256 of ``data``, hex: what a part's ``attachment`` holds."""
+    media_type: str
+    size: int
+    """``len(data)``."""
+    data: bytes
+    created_at: datetime
+    """When it was first stored in the conversation."""
 
 
 @dataclass(frozen=True, slots=True)

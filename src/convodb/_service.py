@@ -22,6 +22,7 @@ transaction and the caller commits or rolls back.
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -37,23 +38,26 @@ from ._cursor import decode_cursor, encode_cursor
 from ._db import owns_transaction, read_transaction, write_transaction
 from ._dialect import Backend, backend_for
 from ._ids import new_id, new_ids
+from ._message_input import MessageInput, check_batch, check_user_message
+from ._parts import AudioPart, FilePart, ImagePart, Part
 from ._records import (
     NewMessage,
     Page,
+    StoredAttachment,
     StoredConversation,
     StoredMessage,
     StoredSummary,
     ToolCall,
+    Turn,
 )
 from ._types import utcnow
 from ._validation import (
     BATCH_KEY_PREFIX,
     MAX_SEQ,
     Limits,
-    MessageInput,
-    check_batch,
     check_budget,
     check_conversation_id,
+    check_digest,
     check_idempotency_key,
     check_limit,
     check_metadata,
@@ -70,7 +74,7 @@ from .errors import (
     ValidationError,
 )
 from .formats import FORMATS
-from .history import AgentInput, WindowBuilder, compaction_cut
+from .history import AgentInput, Window, WindowBuilder, compaction_cut
 from .tokens import TokenCounter, default_counter
 
 __all__ = ["ConversationService"]
@@ -241,7 +245,7 @@ class ConversationService:
             await self._lock(cid, uid)  # ownership first; then nothing can append meanwhile
             # Explicit, not only ON DELETE CASCADE: a SQLite connection that convodb did not
             # set up has foreign keys off, and orphans would reappear under a reused id.
-            for table in (sql.messages, sql.summaries):
+            for table in (sql.messages, sql.summaries, sql.attachments):
                 await self.session.execute(table.delete().where(table.c.conversation_id == cid))
             await self.session.execute(
                 sql.conversations.delete().where(sql.conversations.c.id == cid)
@@ -291,7 +295,7 @@ class ConversationService:
         self,
         conversation_id: str,
         role: str,
-        content: str | None,
+        content: str | Sequence[Part | Mapping[str, Any]] | None,
         tool_name: str | None = None,
         tool_call_id: str | None = None,
         *,
@@ -305,7 +309,9 @@ class ConversationService:
         Args:
             conversation_id: the conversation.
             role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
-            content: the text; may be ``None`` only on an assistant message with tool calls.
+            content: the text, or a list of parts (records or dicts, see
+                :class:`NewMessage`); may be ``None`` only on an assistant message with tool
+                calls.
             tool_name: tool messages: the function that produced the result.
             tool_call_id: tool messages (required): the id of the call answered.
             user_id: the owner; required (the seed's version had no ownership check).
@@ -443,7 +449,7 @@ class ConversationService:
         user_id: str,
         *,
         system_prompt: str | None = None,
-        user_message: str | None = None,
+        user_message: str | Sequence[Part | Mapping[str, Any]] | None = None,
         max_messages: int | None = None,
         max_tokens: int | None = None,
         format: str = "openai-chat",
@@ -460,7 +466,8 @@ class ConversationService:
             conversation_id: the conversation.
             user_id: the owner.
             system_prompt: sent first, always (Anthropic: as ``system``).
-            user_message: the new user turn, sent last, always; not stored by this call.
+            user_message: the new user turn, sent last, always; not stored by this call. Text,
+                or a list of parts (records or dicts), validated like a stored message's.
             max_messages: at most this many history messages.
             max_tokens: at most this many tokens in the whole window, fixed parts included.
             format: ``"openai-chat"``, ``"openai-responses"``, ``"anthropic"`` or ``"plain"``.
@@ -479,7 +486,7 @@ class ConversationService:
         )
         budget_tokens = check_budget("max_tokens", max_tokens, self.limits.max_window_tokens)
         system_prompt = check_prompt_text("system_prompt", system_prompt, self.limits)
-        user_message = check_prompt_text("user_message", user_message, self.limits)
+        new_message = check_user_message(user_message, self.limits)
         page = _first_page(budget_messages, budget_tokens)
         async with self._read() as own:
             backend, params = self._backend, {"cid": cid, "uid": uid, "n": page}
@@ -498,7 +505,7 @@ class ConversationService:
                 max_tokens=budget_tokens,
                 system_prompt=system_prompt,
                 summary=summary,
-                user_message=user_message,
+                user_message=new_message,
                 counter=self.token_counter,
             )
             read = read_tokens = 0
@@ -511,7 +518,32 @@ class ConversationService:
                 page = _next_page(builder, read, read_tokens, page, self.limits.max_page_size)
                 params = {"cid": cid, "uid": uid, "seq": rows[-1][2], "floor": floor, "n": page}
                 rows = await backend.rows(self.session, sql.BEFORE, params, own=own)
-        return AgentInput.from_window(builder.finish(total=last_seq - floor), format)
+            window = builder.finish(total=last_seq - floor)
+            if any(_stored_data(m) for m in window.messages):
+                window = await self._load_attachments(window, cid, uid)
+        return AgentInput.from_window(window, format)
+
+    async def get_attachment(
+        self, conversation_id: str, user_id: str, sha256: str
+    ) -> StoredAttachment:
+        """The binary data a part of the user's conversation refers to (its ``attachment``).
+
+        History reads return parts without their ``data``; agent-input windows load it; this
+        returns it on its own, e.g. to show an image.
+
+        Raises:
+            ConversationNotFoundError: the conversation does not exist, belongs to another
+                user, or holds no attachment with that digest (which of these is not told).
+            ValidationError: ``sha256`` is not 64 lowercase hex digits.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        digest = check_digest("sha256", sha256)
+        async with self._read() as own:
+            params = {"cid": cid, "uid": uid, "sha256": digest}
+            rows = await self._backend.rows(self.session, sql.ATTACHMENT, params, own=own)
+        if not rows:
+            raise ConversationNotFoundError(cid)
+        return StoredAttachment(cid, *rows[0])
 
     async def compact(
         self,
@@ -589,9 +621,7 @@ class ConversationService:
             "conversation_id": cid,
             "upto_seq": upto_seq,
             "content": text,
-            "token_count": self.token_counter.count_message(
-                NewMessage(role="system", content=text)
-            ),
+            "token_count": self.token_counter.count_message(Turn("system", text)),
             "metadata": meta,
             "created_at": utcnow(),
         }
@@ -623,6 +653,20 @@ class ConversationService:
         return sql.summary_record(rows[0]) if rows else None
 
     # -- internals ------------------------------------------------------------------------
+
+    async def _load_attachments(self, window: Window, cid: str, uid: str) -> Window:
+        """The window with the binary data of its messages' parts loaded."""
+        digests = sorted({d for m in window.messages for d in _stored_data(m)})
+        params = {"cid": cid, "uid": uid, "digests": digests}
+        found = dict((await self.session.execute(sql.ATTACHMENT_DATA, params)).all())
+        encoded = {d: base64.b64encode(data).decode("ascii") for d, data in found.items()}
+        messages = [
+            replace(m, content=tuple(_with_data(p, encoded) for p in m.content))
+            if isinstance(m.content, tuple) and _stored_data(m)
+            else m
+            for m in window.messages
+        ]
+        return replace(window, messages=messages)
 
     async def _lock(self, cid: str, uid: str) -> int:
         """Lock the user's conversation until the transaction ends; returns its ``last_seq``."""
@@ -739,7 +783,8 @@ class ConversationService:
                 "id": ids[i],
                 "conversation_id": cid,
                 "role": m.role,
-                "content": m.content,
+                "content": m.content if isinstance(m.content, str) else None,
+                "parts": m.parts,
                 "tool_calls": m.tool_calls,
                 "tool_name": m.tool_name,
                 "tool_call_id": m.tool_call_id,
@@ -750,7 +795,21 @@ class ConversationService:
             }
             for i, m in enumerate(batch)
         ]
-        last_seq = await self._backend.append(self.session, owner, rows, own=own)
+        attachments = {
+            a.sha256: {
+                "conversation_id": cid,
+                "sha256": a.sha256,
+                "media_type": a.media_type,
+                "size": len(a.data),
+                "data": a.data,
+                "created_at": now,
+            }
+            for m in batch
+            for a in m.attachments
+        }
+        last_seq = await self._backend.append(
+            self.session, owner, rows, own=own, attachments=list(attachments.values())
+        )
         if last_seq is None:
             raise ConversationNotFoundError(cid)
         first = last_seq - len(rows) + 1
@@ -845,6 +904,26 @@ def _previous_summary(cid: str, upto_seq: int, text: str) -> StoredMessage:
         token_count=None,
         created_at=utcnow(),
     )
+
+
+def _stored_data(message: StoredMessage) -> list[str]:
+    """Digests of the message's parts whose data is stored apart and not loaded."""
+    if not isinstance(message.content, tuple):
+        return []
+    return [
+        p.attachment
+        for p in message.content
+        if isinstance(p, ImagePart | FilePart | AudioPart)
+        and p.attachment is not None
+        and p.data is None
+    ]
+
+
+def _with_data(part: Part, encoded: dict[str, str]) -> Part:
+    """The part with its attachment's data (base64), when it has one that was found."""
+    if isinstance(part, ImagePart | FilePart | AudioPart) and part.attachment in encoded:
+        return replace(part, data=encoded[part.attachment])
+    return part
 
 
 def _same_message(new: MessageInput, stored: StoredMessage) -> bool:

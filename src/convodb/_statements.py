@@ -12,11 +12,14 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, literal, select, update
 
-from ._models import conversations, messages, summaries
+from ._models import attachments, conversations, messages, summaries
+from ._parts import part_from_dict
 from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall
 
 __all__ = [
     "AFTER",
+    "ATTACHMENT",
+    "ATTACHMENT_DATA",
     "BEFORE",
     "BUMP_SEQ",
     "CONV_COLUMNS",
@@ -34,6 +37,7 @@ __all__ = [
     "SUMMARY_AT",
     "SUM_COLUMNS",
     "WINDOW_START",
+    "attachments",
     "conversation_record",
     "conversations",
     "message_record",
@@ -64,6 +68,7 @@ MSG_COLUMNS = (
     messages.c.key,
     messages.c.token_count,
     messages.c.created_at,
+    messages.c.parts,  # last: the columns before it keep their positions
 )
 
 # Statements are built once; SQLAlchemy caches their compiled form.
@@ -174,6 +179,26 @@ SUMMARY_AT = select(summaries.c.content).where(
 )
 
 
+# Attachments of an owned conversation: one by digest (with its metadata), and the data of
+# several (``digests`` expands to a list) for a window's parts.
+ATTACHMENT = select(
+    attachments.c.sha256,
+    attachments.c.media_type,
+    attachments.c.size,
+    attachments.c.data,
+    attachments.c.created_at,
+).where(
+    attachments.c.conversation_id == bindparam("cid"),
+    attachments.c.sha256 == bindparam("sha256"),
+    OWNED_EXISTS,
+)
+ATTACHMENT_DATA = select(attachments.c.sha256, attachments.c.data).where(
+    attachments.c.conversation_id == bindparam("cid"),
+    attachments.c.sha256.in_(bindparam("digests", expanding=True)),
+    OWNED_EXISTS,
+)
+
+
 def conversation_record(row: Sequence[Any]) -> StoredConversation:
     return StoredConversation(*row)
 
@@ -192,6 +217,7 @@ def message_record(row: Sequence[Any]) -> StoredMessage:
         key,
         tokens,
         at,
+        parts,
         *_,  # WINDOW_START's extra columns
     ) = row
     return StoredMessage(
@@ -199,7 +225,7 @@ def message_record(row: Sequence[Any]) -> StoredMessage:
         cid,
         seq,
         role,
-        content,
+        content if parts is None else tuple(map(part_from_dict, parts)),
         tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in tool_calls)
         if tool_calls
         else None,

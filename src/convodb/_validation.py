@@ -16,19 +16,14 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, cast
 
-from ._models import ID_LENGTH, KEY_LENGTH, ROLES, TITLE_LENGTH, TOOL_FIELD_LENGTH, USER_ID_LENGTH
-from ._records import NewMessage, ToolCall
+from ._models import ID_LENGTH, KEY_LENGTH, TITLE_LENGTH, USER_ID_LENGTH
 from .errors import LimitExceededError, ValidationError
 
-__all__ = ["CONVERSATION_ID_PATTERN", "MAX_SEQ", "Limits", "MessageInput"]
+__all__ = ["CONVERSATION_ID_PATTERN", "MAX_SEQ", "Limits"]
 
 CONVERSATION_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._:-]{{0,{ID_LENGTH - 1}}}$"
 """What a conversation id looks like (an interface may publish it, e.g. in an API schema)."""
 _ID_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-_MESSAGE_KEYS = frozenset(
-    {"role", "content", "tool_calls", "tool_name", "tool_call_id", "metadata", "key"}
-)
-_TOOL_CALL_KEYS = frozenset({"id", "name", "arguments"})
 MiB = 1024 * 1024
 MAX_JSON_DEPTH = 200
 """The highest ``Limits.max_json_depth``. JSON encoders refuse deep values (pydantic's, which
@@ -45,7 +40,9 @@ class Limits:
     """Input limits. The defaults are safe for a public chat product; raise them deliberately."""
 
     max_message_bytes: int = MiB
-    """UTF-8 size of one message's content plus its tool calls."""
+    """UTF-8 size of one message's content plus its tool calls: its text, and every text
+    field of its parts (reasoning, signatures, URLs, provider items as JSON) but binary
+    ``data``, which ``max_attachment_bytes`` limits."""
     max_metadata_bytes: int = 64 * 1024
     """Serialized JSON size of one metadata object."""
     max_batch_messages: int = 1000
@@ -58,6 +55,11 @@ class Limits:
     """``max_messages`` of one agent-input window."""
     max_window_tokens: int = 10_000_000
     """``max_tokens`` of one agent-input window."""
+    max_parts: int = 256
+    """Content parts in one message."""
+    max_attachment_bytes: int = 20 * MiB
+    """Decoded size of one image, file or audio part's ``data`` (stored apart from the
+    message, see ``ConversationService``; not counted in ``max_message_bytes``)."""
     max_json_depth: int = 32
     """Nesting of any stored JSON value (metadata, tool-call arguments): ``{}`` is 1 deep,
     ``{"a": [1]}`` 2. At most :data:`MAX_JSON_DEPTH`."""
@@ -74,19 +76,6 @@ class Limits:
                 f"must be at most {MAX_JSON_DEPTH}: deeper JSON could be stored but not served",
                 limit=MAX_JSON_DEPTH,
             )
-
-
-@dataclass(frozen=True, slots=True)
-class MessageInput:
-    """A validated message, ready to insert."""
-
-    role: str
-    content: str | None
-    tool_calls: list[dict[str, str]] | None
-    tool_name: str | None
-    tool_call_id: str | None
-    metadata: dict[str, Any]
-    key: str | None
 
 
 def check_text(field: str, value: object, *, max_length: int | None = None) -> str:
@@ -197,7 +186,7 @@ def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:
         raise ValidationError(
             field, f"must be a JSON object (a mapping), not {type(value).__name__}"
         )
-    _check_json(field, value, limits)
+    check_json(field, value, limits)
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -215,26 +204,28 @@ def check_metadata(field: str, value: object, limits: Limits) -> dict[str, Any]:
     return normalised
 
 
-def _check_json(field: str, value: Mapping[Any, Any], limits: Limits) -> None:
+def check_json(
+    field: str, value: Mapping[Any, Any], limits: Limits, *, budget: int | None = None
+) -> None:
     """Every value storable JSON, nested at most ``limits.max_json_depth`` deep.
 
     Iterative: a value nested thousands deep must be a LimitExceededError, not a
     RecursionError. Each value costs at least a byte of the serialized JSON, so the walk also
     stops after ``max_metadata_bytes`` values: a value that shares its parts (``a = [a, a]``,
     32 times over) would otherwise take 2**32 steps before its size is measured.
+
+    Args:
+        budget: the size limit in bytes; ``limits.max_metadata_bytes`` by default.
     """
-    max_depth, budget = limits.max_json_depth, limits.max_metadata_bytes
+    max_depth = limits.max_json_depth
+    budget = limit = limits.max_metadata_bytes if budget is None else budget
     # (value, depth, parent's name, key or index): a name is formatted only for an error.
     pending: list[tuple[object, int, str, str | int | None]] = [(value, 1, field, None)]
     while pending:
         item, depth, parent, key = pending.pop()
         budget -= 1
         if budget < 0:
-            raise LimitExceededError(
-                field,
-                f"is more than {limits.max_metadata_bytes} bytes as JSON",
-                limit=limits.max_metadata_bytes,
-            )
+            raise LimitExceededError(field, f"is more than {limit} bytes as JSON", limit=limit)
         kind = type(item)
         if kind is int or kind is bool or item is None:
             continue
@@ -304,6 +295,16 @@ def check_json_text_depth(field: str, text: str, max_depth: int) -> None:
         raise _too_deep(field, max_depth)
 
 
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def check_digest(field: str, value: object) -> str:
+    """A SHA-256 digest as convodb writes it: 64 lowercase hex digits."""
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise ValidationError(field, "must be a SHA-256 digest: 64 lowercase hex digits")
+    return value
+
+
 BATCH_KEY_PREFIX = "idem:"
 """Keys derived from a batch's idempotency key start with it; message keys may not."""
 
@@ -331,161 +332,3 @@ def check_idempotency_key(value: object) -> str:
     if not key:
         raise ValidationError("idempotency_key", "must not be empty")
     return key
-
-
-def check_message(
-    field: str, message: NewMessage | Mapping[str, Any], limits: Limits
-) -> MessageInput:
-    """Validate one message to append and normalise it."""
-    if isinstance(message, NewMessage):
-        get = message.__getattribute__
-    elif isinstance(message, Mapping):
-        unknown = set(message) - _MESSAGE_KEYS
-        if unknown:
-            raise ValidationError(
-                field,
-                f"unknown field(s) {sorted(map(str, unknown))}; allowed: {sorted(_MESSAGE_KEYS)}",
-            )
-        if "role" not in message:
-            raise ValidationError(f"{field}.role", "is required")
-        get = message.get
-    else:
-        raise ValidationError(
-            field, f"must be a NewMessage or a mapping, not {type(message).__name__}"
-        )
-
-    role = get("role")
-    if role not in ROLES:
-        raise ValidationError(f"{field}.role", f"must be one of {list(ROLES)}; got {role!r}")
-
-    raw_calls = get("tool_calls")
-    tool_calls = _check_tool_calls(f"{field}.tool_calls", raw_calls, limits) if raw_calls else None
-    if tool_calls and role != "assistant":
-        raise ValidationError(
-            f"{field}.tool_calls", f"only assistant messages carry tool calls, not {role}"
-        )
-
-    content = get("content")
-    if content is None:
-        if not tool_calls:
-            raise ValidationError(
-                f"{field}.content",
-                "is required (only an assistant message with tool calls may omit it)",
-            )
-    else:
-        content = check_text(f"{field}.content", content)
-
-    tool_name = get("tool_name")
-    tool_call_id = get("tool_call_id")
-    if role == "tool":
-        if tool_call_id is None:
-            raise ValidationError(
-                f"{field}.tool_call_id",
-                "is required on a tool message: the id of the call it answers",
-            )
-        tool_call_id = _check_tool_field(f"{field}.tool_call_id", tool_call_id)
-        if tool_name is not None:
-            tool_name = _check_tool_field(f"{field}.tool_name", tool_name)
-    else:
-        for name, value in (("tool_call_id", tool_call_id), ("tool_name", tool_name)):
-            if value is not None:
-                raise ValidationError(f"{field}.{name}", f"only tool messages carry it, not {role}")
-
-    size = 0
-    if content:
-        size = len(content) if content.isascii() else len(content.encode("utf-8"))
-    for call in tool_calls or ():
-        size += sum(len(v.encode("utf-8")) for v in call.values())
-    if size > limits.max_message_bytes:
-        raise LimitExceededError(
-            field,
-            f"is {size} bytes (content and tool calls, UTF-8); the limit is "
-            f"{limits.max_message_bytes}",
-            limit=limits.max_message_bytes,
-        )
-
-    return MessageInput(
-        role=role,
-        content=content,
-        tool_calls=tool_calls,
-        tool_name=tool_name,
-        tool_call_id=tool_call_id,
-        metadata=check_metadata(f"{field}.metadata", get("metadata"), limits),
-        key=check_key(f"{field}.key", get("key")),
-    )
-
-
-def check_batch(
-    messages: Sequence[NewMessage | Mapping[str, Any]], limits: Limits
-) -> list[MessageInput]:
-    """Validate a whole batch before anything is written."""
-    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
-        raise ValidationError(
-            "messages", f"must be a list of messages, not {type(messages).__name__}"
-        )
-    if len(messages) > limits.max_batch_messages:
-        raise LimitExceededError(
-            "messages",
-            f"has {len(messages)} messages; the limit is {limits.max_batch_messages} per append",
-            limit=limits.max_batch_messages,
-        )
-    checked = [check_message(f"messages[{i}]", m, limits) for i, m in enumerate(messages)]
-    seen: dict[str, int] = {}
-    for i, m in enumerate(checked):
-        if m.key is not None:
-            if m.key in seen:
-                raise ValidationError(
-                    f"messages[{i}].key", f"repeats the key of messages[{seen[m.key]}]: {m.key!r}"
-                )
-            seen[m.key] = i
-    return checked
-
-
-def _check_tool_field(field: str, value: object) -> str:
-    value = check_text(field, value, max_length=TOOL_FIELD_LENGTH)
-    if not value:
-        raise ValidationError(field, "must not be empty")
-    return value
-
-
-def _check_tool_calls(field: str, value: object, limits: Limits) -> list[dict[str, str]]:
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        raise ValidationError(field, f"must be a list of tool calls, not {type(value).__name__}")
-    if len(value) > limits.max_tool_calls:
-        raise LimitExceededError(
-            field,
-            f"has {len(value)} calls; the limit is {limits.max_tool_calls}",
-            limit=limits.max_tool_calls,
-        )
-    calls: list[dict[str, str]] = []
-    ids: set[str] = set()
-    for i, call in enumerate(value):
-        where = f"{field}[{i}]"
-        if isinstance(call, ToolCall):
-            raw: Mapping[str, Any] = call.to_dict()
-        elif isinstance(call, Mapping):
-            raw = call
-            unknown = set(raw) - _TOOL_CALL_KEYS
-            if unknown:
-                raise ValidationError(
-                    where,
-                    f"unknown field(s) {sorted(map(str, unknown))}; a tool call has "
-                    "id, name and arguments (convert provider shapes with convodb.formats)",
-                )
-        else:
-            raise ValidationError(
-                where, f"must be a ToolCall or a mapping, not {type(call).__name__}"
-            )
-        call_id = _check_tool_field(f"{where}.id", raw.get("id"))
-        if call_id in ids:
-            raise ValidationError(f"{where}.id", f"repeats an earlier call id: {call_id!r}")
-        ids.add(call_id)
-        calls.append(
-            {
-                "id": call_id,
-                "name": _check_tool_field(f"{where}.name", raw.get("name")),
-                "arguments": check_text(f"{where}.arguments", raw.get("arguments")),
-            }
-        )
-        check_json_text_depth(f"{where}.arguments", calls[-1]["arguments"], limits.max_json_depth)
-    return calls

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._records import NewMessage, StoredMessage, ToolCall
+from ._parts import Part
+from ._records import StoredMessage, ToolCall, Turn
 from .errors import ContextBudgetError, ValidationError
 from .tokens import TokenCounter, default_counter
 
@@ -111,8 +112,8 @@ class Window:
     system_prompt: str | None = None
     summary: str | None = None
     """Pinned text standing in for older history; sent right after the system prompt."""
-    user_message: str | None = None
-    """The new user turn (not stored), sent last."""
+    user_message: str | tuple[Part, ...] | None = None
+    """The new user turn (not stored), sent last: text or parts."""
     unanswered_tool_calls: tuple[ToolCall, ...] = field(default=())
     """Calls left out because not all of their results are stored (e.g. still running)."""
 
@@ -173,7 +174,7 @@ class WindowBuilder:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         summary: str | None = None,
-        user_message: str | None = None,
+        user_message: str | Sequence[Part] | None = None,
         counter: TokenCounter | None = None,
     ) -> None:
         _check_positive("max_messages", max_messages)
@@ -183,13 +184,17 @@ class WindowBuilder:
         self._max_tokens = max_tokens
         self._system_prompt = system_prompt
         self._summary = summary
-        self._user_message = user_message
+        self._user_message = (
+            user_message
+            if user_message is None or isinstance(user_message, str)
+            else tuple(user_message)
+        )
         fixed = sum(
             self._counter.count_message(m)
             for m in (
-                NewMessage(role="system", content=system_prompt),
-                NewMessage(role="system", content=summary),
-                NewMessage(role="user", content=user_message),
+                Turn("system", system_prompt),
+                Turn("system", summary),
+                Turn("user", self._user_message),
             )
             if m.content is not None
         )
@@ -301,7 +306,7 @@ def select_window(
     max_tokens: int | None = None,
     system_prompt: str | None = None,
     summary: str | None = None,
-    user_message: str | None = None,
+    user_message: str | Sequence[Part] | None = None,
     counter: TokenCounter | None = None,
 ) -> Window:
     """The newest messages of a history that fit the budget, with tool-call groups kept whole.
@@ -313,7 +318,7 @@ def select_window(
             user message included; ``None`` for no limit.
         system_prompt: sent first, always.
         summary: pinned text for older history, sent after the system prompt, always.
-        user_message: the new user turn, sent last, always.
+        user_message: the new user turn, sent last, always: text or part records.
         counter: counts messages without a stored ``token_count`` and the fixed parts;
             :func:`convodb.default_counter` by default.
 

@@ -13,14 +13,15 @@ from ..history import ToolGroups
 class MessageLike(Protocol):
     """What the formatters read: a :class:`~convodb.StoredMessage` or a ``convodb.Message`` row.
 
-    ``content`` is text or a sequence of parts (``convodb`` part records); ``tool_calls``,
+    ``content`` is text or a sequence of parts (``convodb`` part records, or dicts of the
+    same shape, as a :class:`~convodb.NewMessage` may hold); ``tool_calls``,
     when the object has it, is a sequence of :class:`~convodb.ToolCall` or dicts.
     """
 
     @property
     def role(self) -> str: ...
     @property
-    def content(self) -> str | Sequence[Part] | None: ...
+    def content(self) -> str | Sequence[Part | Mapping[str, Any]] | None: ...
     @property
     def tool_call_id(self) -> str | None: ...
     @property

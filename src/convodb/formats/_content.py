@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 from .._parts import (
@@ -25,8 +24,10 @@ from .._parts import (
     RedactedThinkingPart,
     TextPart,
     ThinkingPart,
+    parse_data_url,
     part_from_dict,
 )
+from .._records import Turn
 from ..errors import ValidationError
 
 Content: TypeAlias = str | Sequence[Part | Mapping[str, Any]] | None
@@ -79,16 +80,6 @@ def parts_of(content: Content, field: str = "content") -> list[Part]:
     return [as_part(p, f"{field}[{i}]") for i, p in enumerate(content)]
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """A message the formats make themselves (the new user message): a ``MessageLike``."""
-
-    role: str
-    content: str | tuple[Part, ...] | None
-    tool_call_id: str | None = None
-    tool_name: str | None = None
-
-
 def user_turns(user_message: UserMessage) -> list[Turn]:
     """The new user message as a message, when there is one.
 
@@ -113,17 +104,8 @@ class Source(NamedTuple):
     media_type: str | None
 
 
-_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,(.*)", re.DOTALL)
-
-
 def data_url(media_type: str, data: str) -> str:
     return f"data:{media_type};base64,{data}"
-
-
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """``(media_type, base64)`` of a base64 ``data:`` URL; ``None`` for anything else."""
-    match = _DATA_URL.fullmatch(url)
-    return (match.group(1).lower(), match.group(2)) if match else None
 
 
 def source_of(part: ImagePart | FilePart) -> Source | None:

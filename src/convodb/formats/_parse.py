@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._parts import FilePart, ImagePart, Part, TextPart
+from .._parts import FilePart, ImagePart, Part, TextPart, parse_data_url
 from .._records import NewMessage, Role, ToolCall
 from ..errors import ValidationError
-from ._content import parse_data_url
 
 _MEDIA_TYPES = {
     ".pdf": "application/pdf",
