@@ -206,8 +206,8 @@ async def test_append_returns_stored_messages_with_seq_and_id(
 IMAGE = {
     "type": "image",
     "media_type": "image/png",
-    "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5C"
-    "YII=",
+    "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUV"
+    "ORK5CYII=",
 }
 IMAGE_DIGEST = "63ef318d96b5d0d0ceba6e04a4e622b1158335cdc67c49e27839132c6f655058"
 
