@@ -18,19 +18,79 @@ wastes a little room, so every counter here errs towards counting too many token
 Message counts add a fixed overhead per message and per tool call, approximating the framing
 tokens chat APIs add; they are budget figures, not billing figures. Providers that tokenize
 differently (Anthropic, Gemini) are approximated by the same numbers.
+
+A message whose content is a list of parts (see ``convodb._parts``) costs the sum of its parts,
+each by one rule per medium. A message may be sent to OpenAI or to Anthropic, so a medium
+costs the larger of the two providers' figures, and where the part does not say enough (an
+image by URL, audio without a size) a fixed estimate stands in:
+
+===================== =====================================================================
+part                  tokens
+===================== =====================================================================
+``text``              its text
+``thinking``          its text, plus its signature as opaque data (the signature is what
+                      the provider reads back, and where the text is a summary of the
+                      thinking it may carry the whole)
+``redacted_thinking`` its data as opaque data
+``reasoning``         its summary texts, plus its encrypted content as opaque data, or
+                      :data:`REASONING_ESTIMATE` without it (the provider holds the reasoning)
+``provider_item``     its item as JSON text
+``image``             with ``width`` and ``height`` (read from the data when stored): the
+                      larger of OpenAI's rule and Anthropic's, see below; else
+                      :data:`IMAGE_ESTIMATE`, the most either rule gives
+``file``              its ``filename``, plus: a PDF with ``pages``, :data:`PDF_PAGE_TOKENS`
+                      a page; a text document (``text/*``, ``application/json``) its text
+                      when its data is at hand and at most :data:`TEXT_COUNT_LIMIT` bytes,
+                      else its ``size``, a token a byte (a token of a byte-level BPE spans at
+                      least a byte); else :data:`DOCUMENT_ESTIMATE`
+``audio``             :data:`AUDIO_TOKENS_PER_SECOND` for every second it can last: its size
+                      over its byte rate (a WAV's from its header, else the lowest rate of
+                      its format: 8,000 bytes/s for WAV, 8 kbit/s for MP3); without a size
+                      :data:`AUDIO_ESTIMATE`
+===================== =====================================================================
+
+Images: OpenAI (GPT-4o, GPT-4.1, o-series) charges 85 tokens at ``detail="low"``; otherwise it
+scales the image to fit 2048 x 2048, then so that its short side is at most 768 pixels, and
+charges 85 + 170 per 512-pixel tile covering it. Anthropic scales the image to a long side of
+at most 1568 pixels and about 1.15 megapixels and charges width x height / 750, at most
+:data:`IMAGE_ESTIMATE` (its largest size that is not scaled, 784 x 1568, costs 1,640).
+Scaled sides and quotients are rounded up. Opaque data (encrypted, base64) costs one token per
+:data:`OPAQUE_CHARS_PER_TOKEN` characters: what it decrypts to is unknown, and this is more
+than a token per 4 bytes of it.
+
+These rules can count low for models that charge more per image (gpt-4o-mini charges about
+33 times OpenAI's figures; the 32-pixel patch models gpt-4.1-mini, gpt-4.1-nano and o4-mini
+up to 2,489-3,779 for a large image) and for a document whose length is unknown (by URL or
+``file_id``, or a PDF whose pages could not be counted) and longer than
+:data:`DOCUMENT_ESTIMATE`.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
+import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 from itertools import pairwise, repeat
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._media import wav_byte_rate
+from ._parts import (
+    AudioPart,
+    FilePart,
+    ImagePart,
+    ProviderItemPart,
+    ReasoningPart,
+    RedactedThinkingPart,
+    TextPart,
+    ThinkingPart,
+)
 from ._records import ToolCall
 
 if TYPE_CHECKING:
@@ -48,11 +108,49 @@ __all__ = [
 MESSAGE_OVERHEAD = 4
 """Tokens charged per message for its framing (role and delimiters), as OpenAI's chat format
 spends 3-4 per message."""
-PART_ESTIMATE = 1600
-"""Tokens charged for a content part other than text (an image, a file, audio, a provider
-item): about a large image's cost in either provider's rules."""
 TOOL_CALL_OVERHEAD = 8
 """Tokens charged per tool call on top of its id, name and arguments (call framing)."""
+
+# OpenAI's image rule (GPT-4o, GPT-4.1, o-series): a base charge, and one per 512-pixel tile
+# of the image scaled to fit _OPENAI_FIT square, then to a short side of at most _OPENAI_SHORT.
+_OPENAI_BASE = 85
+_OPENAI_TILE = 170
+_OPENAI_FIT = 2048
+_OPENAI_SHORT = 768
+# Anthropic's image rule: width x height / 750 of the image scaled to a long side of at most
+# _ANTHROPIC_LONG and to about 1.15 megapixels.
+_ANTHROPIC_LONG = 1568
+_ANTHROPIC_PIXELS_PER_TOKEN = 750
+
+IMAGE_ESTIMATE = 1640
+"""Tokens of an image of unknown size (by URL or ``file_id``, or a header convodb could not
+read), and the most an image of known size costs: Anthropic's figure for its largest image
+that is not scaled down, 784 x 1568 pixels (OpenAI's most is 1,445: 8 tiles, e.g. 768 x 2048)."""
+PDF_PAGE_TOKENS = 3000 + IMAGE_ESTIMATE
+"""Tokens of a page of a PDF: Anthropic sends each page as its text (1,500 to 3,000 tokens,
+by its documentation, for a dense page) and as an image (at most :data:`IMAGE_ESTIMATE`);
+OpenAI does the same for models that take images."""
+DOCUMENT_ESTIMATE = PDF_PAGE_TOKENS
+"""Tokens of a document whose length is unknown (by URL or ``file_id``, or a PDF whose pages
+convodb could not count): a PDF page's worth."""
+TEXT_COUNT_LIMIT = 1024 * 1024
+"""Largest text document counted as text, in bytes (the most a message's text may be by
+default); a larger one costs its size, which takes no time to count."""
+AUDIO_TOKENS_PER_SECOND = 20
+"""Tokens charged per second of audio: twice the rate OpenAI gives for audio input (a token
+per 100 ms) in its Realtime API, its rate for audio output, as Chat Completions publishes
+none for ``input_audio``."""
+AUDIO_ESTIMATE = 60 * AUDIO_TOKENS_PER_SECOND
+"""Tokens of audio of unknown size: a minute's."""
+_WAV_LOWEST_BYTE_RATE = 8000  # 8 kHz, 8-bit mono PCM (telephone quality)
+_MP3_LOWEST_BYTE_RATE = 1000  # 8 kbit/s, the lowest MPEG audio bitrate
+_WAV_HEADER_CHARS = 4096  # base64 characters decoded to find a WAV's fmt chunk (3 KiB)
+OPAQUE_CHARS_PER_TOKEN = 4
+"""Characters of opaque data (a thinking signature, redacted thinking, encrypted reasoning:
+base64 of ciphertext) charged as one token, that is a token per 3 bytes it holds."""
+REASONING_ESTIMATE = 400
+"""Tokens of the reasoning behind a reasoning item sent without its encrypted content (the
+provider looks it up by id)."""
 
 _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 # tiktoken_ext.openai_public pins this hash; a cached file that differs is not o200k_base.
@@ -101,9 +199,9 @@ class _MessageCounting:
                 ``tool_call_id``, ``tool_name``).
 
         Returns:
-            ``MESSAGE_OVERHEAD`` plus the tokens of the content, of the ``tool_call_id`` of a
-            tool result, and of each tool call's id, name and arguments plus
-            ``TOOL_CALL_OVERHEAD``.
+            ``MESSAGE_OVERHEAD`` plus the tokens of the content (a list of parts by the
+            rules in the module docstring), of the ``tool_call_id`` of a tool result, and
+            of each tool call's id, name and arguments plus ``TOOL_CALL_OVERHEAD``.
         """
         total = MESSAGE_OVERHEAD
         content = message.content
@@ -119,19 +217,107 @@ class _MessageCounting:
         return total
 
     def _count_part(self, part: Any) -> int:
-        # Text and reasoning count as their text; a medium counts a fixed, generous
-        # PART_ESTIMATE until per-medium rules land (issue 10).
-        for name in ("text", "thinking", "data"):
-            value = getattr(part, name, None)
-            if isinstance(value, str) and getattr(part, "type", "") in (
-                "text",
-                "thinking",
-                "redacted_thinking",
-            ):
-                return self.count_text(value)
-        if getattr(part, "type", "") == "reasoning":
-            return sum(self.count_text(t) for t in part.summary) + PART_ESTIMATE // 4
-        return PART_ESTIMATE
+        # The rules of the module docstring, most common parts first.
+        if isinstance(part, TextPart):
+            return self.count_text(part.text)
+        if isinstance(part, ImagePart):
+            return _image_tokens(part.width, part.height, part.detail)
+        if isinstance(part, ThinkingPart):
+            return self.count_text(part.thinking) + _opaque_tokens(part.signature)
+        if isinstance(part, ReasoningPart):
+            hidden = part.encrypted_content
+            summary = sum(map(self.count_text, part.summary))
+            return summary + (_opaque_tokens(hidden) if hidden else REASONING_ESTIMATE)
+        if isinstance(part, FilePart):
+            return self._count_file(part)
+        if isinstance(part, AudioPart):
+            return _audio_tokens(part)
+        if isinstance(part, RedactedThinkingPart):
+            return _opaque_tokens(part.data)
+        if isinstance(part, ProviderItemPart):
+            try:
+                item = json.dumps(part.item, ensure_ascii=False, default=str)
+            except (TypeError, ValueError):  # not JSON after all (e.g. keys that are tuples)
+                item = repr(part.item)
+            return self.count_text(item)
+        # Not a convodb part: its text if it has one, else the largest fixed estimate.
+        text = getattr(part, "text", None)
+        return self.count_text(text) if isinstance(text, str) else DOCUMENT_ESTIMATE
+
+    def _count_file(self, part: FilePart) -> int:
+        total = self.count_text(part.filename) if part.filename else 0
+        media_type = part.media_type or ""
+        if part.pages is not None:  # set for PDFs only
+            return total + max(part.pages, 1) * PDF_PAGE_TOKENS
+        if media_type.startswith("text/") or media_type == "application/json":
+            text = _small_text(part.data)
+            if text is not None:
+                return total + self.count_text(text)
+            size = _size(part)
+            if size is not None:
+                return total + size
+        return total + DOCUMENT_ESTIMATE
+
+
+def _image_tokens(width: int | None, height: int | None, detail: str | None) -> int:
+    if not width or not height or width < 0 or height < 0:
+        return IMAGE_ESTIMATE
+    return max(_openai_image_tokens(width, height, detail), _anthropic_image_tokens(width, height))
+
+
+def _openai_image_tokens(width: int, height: int, detail: str | None) -> int:
+    if detail == "low":
+        return _OPENAI_BASE
+    scale = min(Fraction(1), Fraction(_OPENAI_FIT, max(width, height)))
+    short = min(width, height) * scale
+    if short > _OPENAI_SHORT:
+        scale *= _OPENAI_SHORT / short
+    tiles = math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    return _OPENAI_BASE + _OPENAI_TILE * tiles
+
+
+def _anthropic_image_tokens(width: int, height: int) -> int:
+    scale = min(Fraction(1), Fraction(_ANTHROPIC_LONG, max(width, height)))
+    pixels = math.ceil(width * scale) * math.ceil(height * scale)
+    return min(math.ceil(pixels / _ANTHROPIC_PIXELS_PER_TOKEN), IMAGE_ESTIMATE)
+
+
+def _opaque_tokens(data: str) -> int:
+    return -(-len(data) // OPAQUE_CHARS_PER_TOKEN)
+
+
+def _small_text(data: str | None) -> str | None:
+    """The text a text document's base64 ``data`` holds, when at most TEXT_COUNT_LIMIT bytes."""
+    if data is None or len(data) // 4 * 3 > TEXT_COUNT_LIMIT:
+        return None
+    try:
+        raw = binascii.a2b_base64(data)
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
+        return None
+    return raw.decode("utf-8", "replace")
+
+
+def _size(part: FilePart | AudioPart) -> int | None:
+    """Bytes of the part's data: its ``size``, else at most what its base64 can hold."""
+    if part.size is not None:
+        return max(part.size, 0)
+    return len(part.data) // 4 * 3 if part.data else None
+
+
+def _audio_tokens(part: AudioPart) -> int:
+    data, size = part.data, _size(part)
+    if size is None:
+        return AUDIO_ESTIMATE
+    byte_rate = _MP3_LOWEST_BYTE_RATE
+    if part.format == "wav":
+        header = None
+        if data:
+            try:
+                header = binascii.a2b_base64(data[:_WAV_HEADER_CHARS])
+            except (binascii.Error, ValueError):
+                header = None
+        byte_rate = (wav_byte_rate(header) if header else None) or _WAV_LOWEST_BYTE_RATE
+    return -(-size * AUDIO_TOKENS_PER_SECOND // byte_rate)
 
 
 class TiktokenCounter(_MessageCounting):
