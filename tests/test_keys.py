@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from convodb import ApiKeyService, Database, ValidationError
+from convodb._cursor import encode_cursor
 from convodb._keys import api_keys
 
 
@@ -75,6 +77,15 @@ async def test_list_pages_oldest_first_and_hides_revoked_keys_unless_asked(db: D
     assert [k.id for k in first.items + second.items] == active[:4]
     assert second.next_cursor is None
     assert [k.id for k in everything.items] == [c.key.id for c in created]
+
+
+@pytest.mark.parametrize("at", ["2025-01-01T00:00:00", "yesterday", 7])
+async def test_a_cursor_without_a_utc_time_is_a_validation_error(db: Database, at: object) -> None:
+    # A naive time compared with the aware column was a TypeError (HTTP 500), not a 422.
+    async with db.session() as session:
+        with pytest.raises(ValidationError) as error:
+            await ApiKeyService(session).list_keys(cursor=encode_cursor("api-keys", t=at, i="k"))
+    assert error.value.field == "cursor"
 
 
 async def test_invalid_user_or_name_is_a_validation_error(db: Database) -> None:

@@ -36,7 +36,6 @@ from ._ids import new_id
 from ._records import Page
 from ._types import DateTimeUTC, utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
-from .errors import ValidationError
 
 __all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys"]
 
@@ -214,11 +213,8 @@ class ApiKeyService:
         if not include_revoked:
             statement = statement.where(api_keys.c.revoked_at.is_(None))
         if cursor is not None:
-            position = decode_cursor(cursor, "api-keys", {"t": str, "i": str})
-            try:
-                at = datetime.fromisoformat(position["t"])
-            except ValueError:
-                raise ValidationError("cursor", "is malformed; pass back a next_cursor") from None
+            position = decode_cursor(cursor, "api-keys", {"t": datetime, "i": str})
+            at = position["t"]
             statement = statement.where(
                 or_(
                     api_keys.c.created_at > at,
@@ -232,7 +228,7 @@ class ApiKeyService:
         next_cursor = None
         if len(rows) > n:
             last = items[-1]
-            next_cursor = encode_cursor("api-keys", t=last.created_at.isoformat(), i=last.id)
+            next_cursor = encode_cursor("api-keys", t=last.created_at, i=last.id)
         return Page(items=items, next_cursor=next_cursor)
 
     def _write(self) -> AbstractAsyncContextManager[None]:
