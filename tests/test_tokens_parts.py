@@ -308,7 +308,16 @@ def test_objects_that_are_no_convodb_part() -> None:
         text: str
 
     assert cost(cast(Any, Note("Hello there"))) == COUNTER.count_text("Hello there")
-    assert cost(cast(Any, {"type": "image"})) == DOCUMENT_ESTIMATE
+    assert cost(cast(Any, {"type": "video"})) == DOCUMENT_ESTIMATE
+    assert cost(cast(Any, {"type": "image", "colour": "red"})) == DOCUMENT_ESTIMATE
+
+
+def test_parts_as_dicts_cost_what_the_parts_cost() -> None:
+    # A NewMessage may hold its parts as dicts (as an HTTP body or a from_* format gives them).
+    image = {"type": "image", "url": "https://example.com/a.png"}
+    assert cost(cast(Any, image)) == cost(ImagePart(url="https://example.com/a.png"))
+    text = {"type": "text", "text": "Hello there"}
+    assert cost(cast(Any, text)) == COUNTER.count_text("Hello there")
 
 
 @given(

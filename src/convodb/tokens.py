@@ -90,6 +90,7 @@ from ._parts import (
     RedactedThinkingPart,
     TextPart,
     ThinkingPart,
+    part_from_dict,
 )
 from ._records import ToolCall
 
@@ -240,8 +241,13 @@ class _MessageCounting:
             except (TypeError, ValueError):  # not JSON after all (e.g. keys that are tuples)
                 item = repr(part.item)
             return self.count_text(item)
+        if isinstance(part, Mapping):  # a part as a dict, as a NewMessage may hold it
+            try:
+                return self._count_part(part_from_dict(part))
+            except (KeyError, TypeError, AttributeError):  # not shaped like a part
+                pass
         # Not a convodb part: its text if it has one, else the largest fixed estimate.
-        text = getattr(part, "text", None)
+        text = getattr(part, "text", part.get("text") if isinstance(part, Mapping) else None)
         return self.count_text(text) if isinstance(text, str) else DOCUMENT_ESTIMATE
 
     def _count_file(self, part: FilePart) -> int:
