@@ -30,6 +30,7 @@ TIMEOUTS = {"connect_timeout": 1.0, "pool_timeout": 1.0, "statement_timeout": 1.
 # a connection (pool), a statement that waits for its answer (statement + 1 s of grace), and
 # slack for a loaded machine.
 DEADLINE = 8.0
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 
 
 @asynccontextmanager
@@ -100,6 +101,12 @@ class Client:
             json={"format": "openai-chat", "max_messages": 20},
         )
         return self._ok(history, 200) and self._ok(window, 200)
+
+    async def attachment(self, cid: str, sha256: str) -> bool:
+        response = await self.client.get(
+            f"/v1/conversations/{cid}/attachments/{sha256}", headers=self.headers
+        )
+        return self._ok(response, 200)
 
     async def ready(self) -> bool:
         return self._ok(await self.client.get("/readyz"), 200)
@@ -189,12 +196,23 @@ async def test_a_partition_gives_503s_within_the_timeouts_then_heals(postgres_ur
             cid = await client.create()
             assert cid is not None
             assert await client.append(cid, "before", "before")
+            pictures = await client.create()
+            assert pictures is not None
+            image = {"type": "image", "data": PNG, "media_type": "image/png"}
+            appended = await api.client.post(
+                f"/v1/conversations/{pictures}/messages",
+                headers=client.headers,
+                json={"messages": [{"role": "user", "content": [image]}]},
+            )
+            sha256 = appended.json()["messages"][0]["content"][0]["attachment"]
+            assert await client.attachment(pictures, sha256)
 
             proxy.partition()
             calls = {
                 "append": client.append(cid, "during", "during"),
                 "append without key": client.append(cid, None, "plain"),
                 "read": client.read(cid),
+                "attachment": client.attachment(pictures, sha256),
                 "create": client.create(),
                 "readyz": client.ready(),
             }
@@ -208,6 +226,7 @@ async def test_a_partition_gives_503s_within_the_timeouts_then_heals(postgres_ur
             await _eventually(client.ready)
             await _eventually(lambda: client.append(cid, "during", "during"))
             assert await client.append(cid, "after", "after")
+            assert await client.attachment(pictures, sha256)
             contents = [c for _, c in await client.contents(cid) if c != "plain"]
             assert contents == ["before", "during", "after"]
 

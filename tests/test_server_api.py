@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from convodb import Database
 from convodb.server import create_app
+from convodb.server._problems import SCHEMA_OUT_OF_DATE, STORE_BUSY, STORE_UNAVAILABLE
 from convodb.server._schemas import (
     AgentInputOut,
     AppendResponse,
@@ -359,6 +361,19 @@ async def test_openapi_documents_every_operation_with_problems_and_examples(api:
         assert schemas[name].get("examples"), name
 
 
+async def test_every_503_documents_each_database_fault(api: Api) -> None:
+    document = (await api.client.get("/openapi.json")).json()
+    faults = {
+        kind.name: kind.detail for kind in (STORE_BUSY, STORE_UNAVAILABLE, SCHEMA_OUT_OF_DATE)
+    }
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if path.startswith("/v1/") or path == "/readyz":
+                examples = operation["responses"]["503"]["content"][PROBLEM_JSON]["examples"]
+                details = {name: e["value"]["detail"] for name, e in examples.items()}
+                assert details == faults, (method, path)
+
+
 async def test_agent_input_in_each_format_keeps_tool_calls_with_their_results(api: Api) -> None:
     alice = await api.auth("alice")
     cid = (await new_conversation(api))["id"]
@@ -368,18 +383,23 @@ async def test_agent_input_in_each_format_keeps_tool_calls_with_their_results(ap
     url = f"/v1/conversations/{cid}/agent-input"
     request = {"system_prompt": "Be brief.", "user_message": "And tomorrow?"}
     chat = (await api.client.post(url, json=request, headers=alice)).json()
-    assert chat["format"] == "openai-chat" and chat["system"] is None
-    assert chat["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert chat["messages"][-1] == {"role": "user", "content": "And tomorrow?"}
+    assert chat["format"] == "openai-chat" and list(chat["request"]) == ["messages"]
+    assert chat["request"]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert chat["request"]["messages"][-1] == {"role": "user", "content": "And tomorrow?"}
     assert chat["first_seq"] == 1 and chat["dropped"] == 0 and chat["token_count"] > 0
 
     anthropic = await api.client.post(url, json={**request, "format": "anthropic"}, headers=alice)
-    assert anthropic.json()["system"] == "Be brief."
-    assert all(m["role"] in ("user", "assistant") for m in anthropic.json()["messages"])
+    assert anthropic.json()["request"]["system"] == "Be brief."
+    turns = anthropic.json()["request"]["messages"]
+    assert all(m["role"] in ("user", "assistant") for m in turns)
+    responses = await api.client.post(
+        url, json={**request, "format": "openai-responses"}, headers=alice
+    )
+    assert list(responses.json()["request"]) == ["input"]
 
     # Two messages fit: the tool result cannot come without its call, so both drop.
     small = await api.client.post(url, json={"max_messages": 2}, headers=alice)
-    assert [m["role"] for m in small.json()["messages"]] == ["assistant"]
+    assert [m["role"] for m in small.json()["request"]["messages"]] == ["assistant"]
     assert small.json()["first_seq"] == 4 and small.json()["dropped"] == 3
 
     over = await api.client.post(url, json={**request, "max_tokens": 1}, headers=alice)
@@ -401,7 +421,7 @@ async def test_summary_starts_later_agent_input_and_must_cover_more_each_time(ap
     assert saved.status_code == 201, saved.text
     assert saved.json()["upto_seq"] == 3
     window = await api.client.post(f"/v1/conversations/{cid}/agent-input", headers=alice)
-    contents = [m["content"] for m in window.json()["messages"]]
+    contents = [m["content"] for m in window.json()["request"]["messages"]]
     assert contents == ["Paris weather asked and answered.", "18°C and sunny."]
 
     again = await api.client.post(url, json={"content": "older", "upto_seq": 2}, headers=alice)
@@ -418,7 +438,18 @@ async def test_every_response_is_exactly_its_documented_model_as_json(api: Api) 
     )
     cid = created.json()["id"]
     url = f"/v1/conversations/{cid}"
-    messages = {"messages": [*TOOL_TURN, {"role": "user", "content": "ok", "metadata": {"x": 1}}]}
+    parts = [
+        {"type": "text", "text": "And this one?"},
+        {"type": "image", "url": "https://example.com/paris.jpg", "detail": "low"},
+        {"type": "file", "data": "aGVsbG8=", "media_type": "text/plain", "filename": "a.txt"},
+    ]
+    messages = {
+        "messages": [
+            *TOOL_TURN,
+            {"role": "user", "content": "ok", "metadata": {"x": 1}},
+            {"role": "user", "content": parts},
+        ]
+    }
     summary = {"content": "Paris weather.", "upto_seq": 3}
     agent_input = {"system_prompt": "Be brief.", "user_message": "And tomorrow?"}
     responses: list[tuple[httpx.Response, type[BaseModel], int]] = [
@@ -447,3 +478,10 @@ async def test_every_response_is_exactly_its_documented_model_as_json(api: Api) 
         ), model.__name__
     stored = responses[1][0].json()["messages"]
     assert stored[0]["created_at"].endswith("Z")
+    assert stored[-1]["content"][2] == {  # no nulls: fields without a value are left out
+        "type": "file",
+        "media_type": "text/plain",
+        "filename": "a.txt",
+        "attachment": hashlib.sha256(b"hello").hexdigest(),
+        "size": 5,
+    }

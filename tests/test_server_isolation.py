@@ -6,12 +6,29 @@ User B, with valid credentials, gets exactly the response a missing conversation
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from typing import Any
 
 import pytest
 
 from tests._http import Api
+
+# A's first message carries an image: its attachment is what B asks for by digest.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+DIGEST = hashlib.sha256(base64.b64decode(PNG)).hexdigest()
+A_TURN = {
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather in Paris?"},
+                {"type": "image", "data": PNG, "media_type": "image/png"},
+            ],
+        }
+    ]
+}
 
 # (method, path template, request options): every operation on one conversation.
 REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
@@ -46,12 +63,18 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"format": "anthropic", "max_tokens": 100, "user_message": "hi"}},
     ),
     ("POST", "/v1/conversations/{cid}/summaries", {"json": {"content": "b's", "upto_seq": 1}}),
+    ("GET", "/v1/conversations/{cid}/attachments/{sha256}", {}),
+    (
+        "GET",
+        "/v1/conversations/{cid}/attachments/{sha256}",
+        {"headers": {"If-None-Match": f'"{DIGEST}"'}},
+    ),
     (
         "POST",
         "/v1/conversations/{cid}/messages",
         {
-            "json": {"messages": [{"role": "user", "content": "Weather in Paris?"}]},
-            "headers": {"Idempotency-Key": "a-turn"},  # the key A used
+            "json": A_TURN,
+            "headers": {"Idempotency-Key": "a-turn"},  # the key and the turn A used
         },
     ),
 ]
@@ -63,13 +86,17 @@ def _label(request: tuple[str, str, dict[str, Any]]) -> str:
 
 
 async def _snapshot(api: Api, cid: str) -> tuple[Any, ...]:
-    """Everything A can see: the conversation, its messages, its agent input and A's list."""
+    """Everything A can see: the conversation, its messages, its agent input, its attachment
+    and A's list."""
     alice = await api.auth("alice")
     conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
     messages = (await api.client.get(f"/v1/conversations/{cid}/messages", headers=alice)).json()
     listed = (await api.client.get("/v1/conversations", headers=alice)).json()
     window = (await api.client.post(f"/v1/conversations/{cid}/agent-input", headers=alice)).json()
-    return conversation, messages, listed, window
+    attachment = await api.client.get(
+        f"/v1/conversations/{cid}/attachments/{DIGEST}", headers=alice
+    )
+    return conversation, messages, listed, window, attachment.status_code, attachment.content
 
 
 def _comparable(response: Any, cid: str) -> tuple[int, str | None, Any]:
@@ -97,10 +124,9 @@ async def test_foreign_conversation_answers_like_a_missing_one_and_stays_unchang
     cid = (await api.client.post("/v1/conversations", headers=alice, json={"title": "a"})).json()[
         "id"
     ]
-    turn = {"messages": [{"role": "user", "content": "Weather in Paris?"}]}
     appended = await api.client.post(
         f"/v1/conversations/{cid}/messages",
-        json=turn,
+        json=A_TURN,
         headers={**alice, "Idempotency-Key": "a-turn"},
     )
     assert appended.status_code == 201
@@ -109,9 +135,11 @@ async def test_foreign_conversation_answers_like_a_missing_one_and_stays_unchang
     headers = {**options.get("headers", {}), **bob}
     kwargs = {k: v for k, v in options.items() if k != "headers"}
     missing_id = str(uuid.uuid4())
-    foreign = await api.client.request(method, path.format(cid=cid), headers=headers, **kwargs)
+    foreign = await api.client.request(
+        method, path.format(cid=cid, sha256=DIGEST), headers=headers, **kwargs
+    )
     missing = await api.client.request(
-        method, path.format(cid=missing_id), headers=headers, **kwargs
+        method, path.format(cid=missing_id, sha256=DIGEST), headers=headers, **kwargs
     )
 
     assert foreign.status_code == 404

@@ -35,6 +35,7 @@ from ._problems import (
     LIMIT_EXCEEDED,
     PROBLEM_JSON,
     REQUEST_TIMEOUT,
+    SCHEMA_OUT_OF_DATE,
     STORE_BUSY,
     STORE_UNAVAILABLE,
     UNAUTHORIZED,
@@ -43,7 +44,9 @@ from ._problems import (
     handle_error,
 )
 from ._schemas import (
+    ATTACHMENT_MEDIA_TYPES,
     CONVERSATION_ID_PATTERN,
+    SHA256_PATTERN,
     AgentInputOut,
     AgentInputRequest,
     AppendRequest,
@@ -75,6 +78,11 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 PROBLEM_REF = "#/components/schemas/Problem"
 # What an operation that reads a JSON body can answer about the body itself (see _body).
 BODY_PROBLEMS = (BAD_REQUEST, REQUEST_TIMEOUT, BODY_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE)
+# The database's faults, which any operation that touches it can answer.
+STORE_PROBLEMS = (STORE_BUSY, STORE_UNAVAILABLE, SCHEMA_OUT_OF_DATE)
+# An attachment is addressed by its content's digest: a URL's bytes never change, so clients
+# may keep them for good. Private: the response needs the user's credentials.
+ATTACHMENT_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +338,56 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         items = [message_out(m) for m in page.items]
         return _json({"items": items, "next_cursor": page.next_cursor})
 
+    @app.get(
+        "/v1/conversations/{conversation_id}/attachments/{sha256}",
+        response_class=Response,
+        tags=["messages"],
+        summary="Get an attachment's bytes",
+        responses=_attachment_responses() | _v1(CONVERSATION_NOT_FOUND),
+    )
+    async def get_attachment(
+        caller: Authenticated,
+        conversation_id: ConversationId,
+        sha256: Annotated[
+            str,
+            Path(
+                description="The digest: a stored part's `attachment`.",
+                pattern=SHA256_PATTERN,
+                examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+            ),
+        ],
+        if_none_match: Annotated[
+            str | None,
+            Header(
+                alias="If-None-Match",
+                max_length=8192,
+                description="ETags the client holds; a match is a 304 without the bytes.",
+            ),
+        ] = None,
+    ) -> Response:
+        """The binary data of an image, file or audio part, in its stored media type.
+
+        Messages are read back without their parts' `data`; each such part names its data by
+        `attachment`, the SHA-256 of the bytes, stored once per conversation. A digest the
+        conversation does not hold is a 404, exactly like a missing conversation. Everything
+        but an image is sent as a download (`Content-Disposition: attachment`), so that no
+        stored document can run as a page of this server's origin.
+        """
+        attachment = await caller.service.get_attachment(conversation_id, caller.user, sha256)
+        etag = f'"{attachment.sha256}"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": ATTACHMENT_CACHE_CONTROL,
+            "X-Content-Type-Options": "nosniff",
+            # Should a browser render it anyway: no scripts, no requests, no same origin.
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        }
+        if if_none_match is not None and _etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        if not attachment.media_type.startswith("image/"):
+            headers["Content-Disposition"] = "attachment"
+        return Response(attachment.data, media_type=attachment.media_type, headers=headers)
+
     @app.post(
         "/v1/conversations/{conversation_id}/agent-input",
         tags=["agent input"],
@@ -341,18 +399,25 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         conversation_id: ConversationId,
         body: Annotated[AgentInputRequest | None, Body()] = None,
     ) -> Response:
-        """The newest history that fits `max_messages` / `max_tokens`, in a model API's shape.
+        """The newest history that fits `max_messages` / `max_tokens`, as the keyword
+        arguments of a model API's call: forward `request` as it is.
 
         The window is [system prompt, newest summary, newest messages after it, user message];
-        tool calls and their results are kept together. Nothing is stored (POST only because
-        the prompt and message can be long).
+        tool calls and their results are kept together, stored parts carry their data again,
+        and each API gets the reasoning its own models produced. Nothing is stored (POST only
+        because the prompt and message can be long).
         """
         body = body or AgentInputRequest()
+        user_message: str | list[dict[str, Any]] | None
+        if isinstance(body.user_message, list):  # parts go on as dicts: the service checks them
+            user_message = [part.model_dump(exclude_unset=True) for part in body.user_message]
+        else:
+            user_message = body.user_message
         result = await caller.service.get_agent_input(
             conversation_id,
             caller.user,
             system_prompt=body.system_prompt,
-            user_message=body.user_message,
+            user_message=user_message,
             max_messages=body.max_messages,
             max_tokens=body.max_tokens,
             format=body.format,
@@ -393,10 +458,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         response_model=Health,
         tags=["health"],
         summary="Readiness",
-        responses=_problems(STORE_BUSY, STORE_UNAVAILABLE),
+        responses=_problems(*STORE_PROBLEMS),
     )
     async def readyz(db: Annotated[Database, Depends(get_database)]) -> dict[str, str]:
-        """The database answers and has convodb's tables; 503 otherwise."""
+        """The database answers and has the schema this server needs; 503 otherwise."""
         await db.ping()
         return {"status": "ready"}
 
@@ -456,7 +521,7 @@ def _problems(*kinds: ProblemType) -> dict[int | str, dict[str, Any]]:
                 "type": kind.uri,
                 "title": kind.title,
                 "status": kind.status,
-                "detail": "What went wrong and what to do.",
+                "detail": kind.detail or "What went wrong and what to do.",
             },
         }
     return responses
@@ -471,9 +536,41 @@ def _v1(*kinds: ProblemType) -> dict[int | str, dict[str, Any]]:
         INVALID_INPUT,
         LIMIT_EXCEEDED,
         INVALID_REQUEST,
-        STORE_BUSY,
-        STORE_UNAVAILABLE,
+        *STORE_PROBLEMS,
     )
+
+
+def _attachment_responses() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI for the attachment route's 200 (bytes, in any stored media type) and 304."""
+
+    def header(description: str) -> dict[str, Any]:
+        return {"description": description, "schema": {"type": "string"}}
+
+    cache = {
+        "ETag": header("The digest, quoted: a strong validator for `If-None-Match`."),
+        "Cache-Control": header(f"`{ATTACHMENT_CACHE_CONTROL}`: the bytes never change."),
+    }
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        200: {
+            "description": "The bytes, as their stored media type.",
+            "content": dict.fromkeys(ATTACHMENT_MEDIA_TYPES, binary),
+            "headers": cache
+            | {
+                "Content-Disposition": header("`attachment` for everything but images."),
+                "X-Content-Type-Options": header("`nosniff`."),
+                "Content-Security-Policy": header("`default-src 'none'; sandbox`."),
+            },
+        },
+        304: {"description": "Not modified: `If-None-Match` holds its ETag.", "headers": cache},
+    }
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` value matches ``etag`` (RFC 9110 13.1.2: ``*`` matches,
+    and the comparison is weak, so ``W/"x"`` matches ``"x"``)."""
+    tags = (tag.strip() for tag in if_none_match.split(","))
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:

@@ -6,32 +6,60 @@ pairing, keys) is the service's, so the HTTP API and the library can never disag
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
+from pydantic.json_schema import SkipJsonSchema
 
 import convodb
 from convodb import AgentInput, StoredConversation, StoredMessage, StoredSummary
 
+# Not exported by convodb (yet): the part serializer and the media-type allow-lists, which
+# the schema documents. The server's only imports of private modules; they stay here.
+from convodb._message_input import AUDIO_MEDIA_TYPES
+from convodb._parts import FILE_MEDIA_TYPES, IMAGE_MEDIA_TYPES, part_to_dict
+
 __all__ = [
+    "ATTACHMENT_MEDIA_TYPES",
+    "PART_MODELS",
+    "SHA256_PATTERN",
     "AgentInputOut",
     "AgentInputRequest",
     "AppendRequest",
     "AppendResponse",
+    "AudioPartIn",
+    "AudioPartOut",
     "ConversationCreate",
     "ConversationOut",
     "ConversationPage",
     "ConversationUpdate",
+    "FilePartIn",
+    "FilePartOut",
     "Health",
+    "ImagePartIn",
+    "ImagePartOut",
     "MessageIn",
     "MessageOut",
     "MessagePage",
+    "PartIn",
+    "PartOut",
     "ProblemOut",
+    "ProviderItemPartIn",
+    "ProviderItemPartOut",
+    "ReasoningPartIn",
+    "ReasoningPartOut",
+    "RedactedThinkingPartIn",
+    "RedactedThinkingPartOut",
     "SummaryCreate",
     "SummaryOut",
-    "agent_input_out",
+    "TextPartIn",
+    "TextPartOut",
+    "ThinkingPartIn",
+    "ThinkingPartOut",
     "ToolCallModel",
+    "agent_input_out",
     "conversation_out",
     "message_out",
     "summary_out",
@@ -40,6 +68,10 @@ __all__ = [
 # The store's rule, published in the OpenAPI schema; the service checks it either way.
 CONVERSATION_ID_PATTERN = convodb.CONVERSATION_ID_PATTERN
 """The service's conversation id rule (``convodb._validation.check_conversation_id``)."""
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+"""The service's attachment digest rule (``convodb._validation.check_digest``)."""
+ATTACHMENT_MEDIA_TYPES = (*IMAGE_MEDIA_TYPES, *FILE_MEDIA_TYPES, *AUDIO_MEDIA_TYPES.values())
+"""Every media type an attachment is stored (and served) as."""
 
 _CONVERSATION_EXAMPLE: dict[str, JsonValue] = {
     "id": "0193a8c2-7d4e-7b1a-9c3f-2e5d8a1b4c6f",
@@ -60,6 +92,13 @@ _MESSAGES_IN_EXAMPLE: list[JsonValue] = [
     {"role": "assistant", "content": None, "tool_calls": [_TOOL_CALL_EXAMPLE]},
     {"role": "tool", "content": "18°C", "tool_call_id": "call_1", "tool_name": "get_weather"},
 ]
+_PARTS_MESSAGE_IN_EXAMPLE: dict[str, JsonValue] = {
+    "role": "user",
+    "content": [
+        {"type": "text", "text": "What is the weather like in this photo?"},
+        {"type": "image", "url": "https://example.com/paris.jpg"},
+    ],
+}
 _MESSAGE_EXAMPLE: dict[str, JsonValue] = {
     "id": "0193a8c2-7d4f-7e2b-8a1c-5f3e9d2b7a10",
     "conversation_id": _CONVERSATION_EXAMPLE["id"],
@@ -74,10 +113,294 @@ _MESSAGE_EXAMPLE: dict[str, JsonValue] = {
     "token_count": None,
     "created_at": "2025-01-01T12:00:05Z",
 }
+_PARTS_MESSAGE_EXAMPLE: dict[str, JsonValue] = {
+    **_MESSAGE_EXAMPLE,
+    "id": "0193a8c2-7d4f-7e2b-8a1c-5f3e9d2b7a11",
+    "seq": 3,
+    "role": "tool",
+    "content": [
+        {"type": "text", "text": "18°C, clear"},
+        {
+            "type": "image",
+            "media_type": "image/png",
+            "attachment": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "size": 48213,
+            "width": 1024,
+            "height": 768,
+        },
+    ],
+    "tool_calls": None,
+    "tool_name": "screenshot",
+    "tool_call_id": "call_2",
+    "key": None,
+}
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# -- content parts --------------------------------------------------------------------------
+# One model per part type and direction. Input parts take the fields a caller may set (the
+# service's ``_INPUT_FIELDS``); output parts add what convodb derived from the data. Types and
+# required fields only: a medium's single source, media types matching the bytes, base64,
+# sizes and which role may carry a part are the service's rules, reported as invalid-input
+# problems whose ``field`` is the part's (``messages[0].content[1].data``).
+
+
+def _listed(values: Iterable[str]) -> str:
+    return ", ".join(f"`{v}`" for v in values)
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _set_by_convodb(description: str) -> Any:
+    """An output field that is left out when it has no value, never ``null``: what
+    ``part_to_dict`` writes, and what the schema (``SkipJsonSchema[None]``) says."""
+    return Field(default=None, exclude_if=_absent, description=description)
+
+
+_URL = "An http(s) URL, which the model's API fetches, or a base64 `data:` URL (stored as `data`)."
+_DATA = (
+    "The bytes, base64 (RFC 4648, padded, no line breaks), at most `Limits.max_attachment_bytes` "
+    "decoded. Stored once per conversation as an attachment: read back as `attachment`."
+)
+_FILE_ID = "An id from a provider's file API (sent to that provider only)."
+_ATTACHMENT = (
+    "The SHA-256 (hex) of the data: `GET /v1/conversations/{conversation_id}/attachments/"
+    "{attachment}` returns it. Messages read back carry this instead of `data`."
+)
+_SIZE = "Bytes of the decoded data."
+
+
+class TextPartIn(_Model):
+    """Text, in a message of any role."""
+
+    type: Literal["text"] = Field(description="The part type.")
+    text: str = Field(description="The text (may be empty).")
+
+
+class ImagePartIn(_Model):
+    """An image (user, assistant or tool messages): exactly one of `url`, `data` with
+    `media_type`, or `file_id`."""
+
+    type: Literal["image"] = Field(description="The part type.")
+    url: str | None = Field(default=None, description=_URL)
+    data: str | None = Field(default=None, description=_DATA)
+    media_type: str | None = Field(
+        default=None,
+        description=f"Required with `data`, and must be what the bytes are: "
+        f"{_listed(IMAGE_MEDIA_TYPES)}.",
+    )
+    file_id: str | None = Field(default=None, description=_FILE_ID)
+    detail: Literal["auto", "low", "high"] | None = Field(
+        default=None, description="OpenAI's resolution hint."
+    )
+
+
+class FilePartIn(_Model):
+    """A document (user, assistant or tool messages): exactly one of `url`, `data` with
+    `media_type`, or `file_id`."""
+
+    type: Literal["file"] = Field(description="The part type.")
+    url: str | None = Field(default=None, description=_URL)
+    data: str | None = Field(default=None, description=_DATA)
+    media_type: str | None = Field(
+        default=None,
+        description=f"Required with `data`: {_listed(FILE_MEDIA_TYPES)}. A PDF needs its "
+        "`%PDF-` header; text types must be UTF-8.",
+    )
+    file_id: str | None = Field(default=None, description=_FILE_ID)
+    filename: str | None = Field(default=None, description="The name shown to the model.")
+
+
+class AudioPartIn(_Model):
+    """Audio input (user, assistant or tool messages), as base64 `data`."""
+
+    type: Literal["audio"] = Field(description="The part type.")
+    data: str = Field(description=_DATA)
+    format: Literal["wav", "mp3"] = Field(description="The encoding; must match the bytes.")
+
+
+class ThinkingPartIn(_Model):
+    """Anthropic extended thinking (assistant messages): replayed to Anthropic unchanged, first
+    in its turn; left out for other APIs."""
+
+    type: Literal["thinking"] = Field(description="The part type.")
+    thinking: str = Field(description="The thinking text, as the API returned it.")
+    signature: str = Field(description="The API's signature of it, as returned.")
+
+
+class RedactedThinkingPartIn(_Model):
+    """Anthropic thinking returned encrypted (assistant messages): replayed to Anthropic
+    unchanged; left out for other APIs."""
+
+    type: Literal["redacted_thinking"] = Field(description="The part type.")
+    data: str = Field(description="The encrypted thinking, as returned (not an attachment).")
+
+
+class ReasoningPartIn(_Model):
+    """An OpenAI Responses reasoning item (assistant messages): replayed to the Responses API
+    right before what followed it; left out for other APIs."""
+
+    type: Literal["reasoning"] = Field(description="The part type.")
+    id: str = Field(description="The item's id (`rs_...`).")
+    summary: list[str] = Field(
+        default_factory=list, description="The `summary_text` texts, in order."
+    )
+    encrypted_content: str | None = Field(
+        default=None,
+        description='What `include=["reasoning.encrypted_content"]` returned (stateless use).',
+    )
+
+
+class ProviderItemPartIn(_Model):
+    """Something a provider returned that has no neutral form, e.g. a hosted web-search call
+    (assistant messages): kept verbatim, replayed in place to that provider only."""
+
+    type: Literal["provider_item"] = Field(description="The part type.")
+    provider: Literal["openai", "anthropic"] = Field(description="Whose item it is.")
+    item: dict[str, Any] = Field(description="The item or block, verbatim.")
+
+
+class TextPartOut(_Model):
+    """Text."""
+
+    type: Literal["text"] = Field(description="The part type.")
+    text: str = Field(description="The text.")
+
+
+class ImagePartOut(_Model):
+    """An image. Stored data comes back as `attachment`, never as `data`."""
+
+    type: Literal["image"] = Field(description="The part type.")
+    url: str | SkipJsonSchema[None] = _set_by_convodb("The http(s) URL sent, if any.")
+    media_type: str | SkipJsonSchema[None] = _set_by_convodb("The data's media type.")
+    file_id: str | SkipJsonSchema[None] = _set_by_convodb(_FILE_ID)
+    detail: Literal["auto", "low", "high"] | SkipJsonSchema[None] = _set_by_convodb(
+        "OpenAI's resolution hint."
+    )
+    attachment: str | SkipJsonSchema[None] = _set_by_convodb(_ATTACHMENT)
+    size: int | SkipJsonSchema[None] = _set_by_convodb(_SIZE)
+    width: int | SkipJsonSchema[None] = _set_by_convodb(
+        "Pixels, from the image's header, when convodb could read it."
+    )
+    height: int | SkipJsonSchema[None] = _set_by_convodb("Pixels, as `width`.")
+
+
+class FilePartOut(_Model):
+    """A document. Stored data comes back as `attachment`, never as `data`."""
+
+    type: Literal["file"] = Field(description="The part type.")
+    url: str | SkipJsonSchema[None] = _set_by_convodb("The http(s) URL sent, if any.")
+    media_type: str | SkipJsonSchema[None] = _set_by_convodb("The data's media type.")
+    file_id: str | SkipJsonSchema[None] = _set_by_convodb(_FILE_ID)
+    filename: str | SkipJsonSchema[None] = _set_by_convodb("The name shown to the model.")
+    attachment: str | SkipJsonSchema[None] = _set_by_convodb(_ATTACHMENT)
+    size: int | SkipJsonSchema[None] = _set_by_convodb(_SIZE)
+    pages: int | SkipJsonSchema[None] = _set_by_convodb(
+        "A PDF's page count, when convodb could read it."
+    )
+
+
+class AudioPartOut(_Model):
+    """Audio. Its data comes back as `attachment`, never as `data`."""
+
+    type: Literal["audio"] = Field(description="The part type.")
+    format: Literal["wav", "mp3"] = Field(description="The encoding.")
+    attachment: str = Field(description=_ATTACHMENT)
+    size: int = Field(description=_SIZE)
+
+
+class ThinkingPartOut(_Model):
+    """Anthropic extended thinking, exactly as received."""
+
+    type: Literal["thinking"] = Field(description="The part type.")
+    thinking: str = Field(description="The thinking text.")
+    signature: str = Field(description="The API's signature of it.")
+
+
+class RedactedThinkingPartOut(_Model):
+    """Anthropic's encrypted thinking, exactly as received."""
+
+    type: Literal["redacted_thinking"] = Field(description="The part type.")
+    data: str = Field(description="The encrypted thinking.")
+
+
+class ReasoningPartOut(_Model):
+    """An OpenAI Responses reasoning item."""
+
+    type: Literal["reasoning"] = Field(description="The part type.")
+    id: str = Field(description="The item's id.")
+    summary: list[str] = Field(description="The `summary_text` texts, in order.")
+    encrypted_content: str | SkipJsonSchema[None] = _set_by_convodb(
+        "The encrypted reasoning, when it was stored."
+    )
+
+
+class ProviderItemPartOut(_Model):
+    """A provider's item, verbatim."""
+
+    type: Literal["provider_item"] = Field(description="The part type.")
+    provider: Literal["openai", "anthropic"] = Field(description="Whose item it is.")
+    item: dict[str, Any] = Field(description="The item or block, verbatim.")
+
+
+PartIn: TypeAlias = Annotated[
+    TextPartIn
+    | ImagePartIn
+    | FilePartIn
+    | AudioPartIn
+    | ThinkingPartIn
+    | RedactedThinkingPartIn
+    | ReasoningPartIn
+    | ProviderItemPartIn,
+    Field(discriminator="type"),
+]
+"""A content part to store or send, by its `type`."""
+PartOut: TypeAlias = Annotated[
+    TextPartOut
+    | ImagePartOut
+    | FilePartOut
+    | AudioPartOut
+    | ThinkingPartOut
+    | RedactedThinkingPartOut
+    | ReasoningPartOut
+    | ProviderItemPartOut,
+    Field(discriminator="type"),
+]
+"""A stored content part, by its `type`."""
+PART_MODELS: dict[str, tuple[type[_Model], type[_Model]]] = {
+    "text": (TextPartIn, TextPartOut),
+    "image": (ImagePartIn, ImagePartOut),
+    "file": (FilePartIn, FilePartOut),
+    "audio": (AudioPartIn, AudioPartOut),
+    "thinking": (ThinkingPartIn, ThinkingPartOut),
+    "redacted_thinking": (RedactedThinkingPartIn, RedactedThinkingPartOut),
+    "reasoning": (ReasoningPartIn, ReasoningPartOut),
+    "provider_item": (ProviderItemPartIn, ProviderItemPartOut),
+}
+"""The input and output model of each part type, by its ``type`` name."""
+
+
+def _content_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "text"
+    return "parts" if isinstance(value, list) else None
+
+
+# Text or parts, chosen by the value's JSON type, so that a bad part is reported once, at its
+# place (`body.messages.0.content.parts.1.image.url`), not also as "not a string".
+ContentIn: TypeAlias = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[PartIn], Tag("parts")],
+    Discriminator(
+        _content_kind,
+        custom_error_type="content_type",
+        custom_error_message="Input should be a string or a list of content parts",
+    ),
+]
 
 
 class ToolCallModel(_Model):
@@ -93,12 +416,16 @@ class ToolCallModel(_Model):
 class MessageIn(_Model):
     """A message to append."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": _MESSAGES_IN_EXAMPLE})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [*_MESSAGES_IN_EXAMPLE, _PARTS_MESSAGE_IN_EXAMPLE]},
+    )
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = Field(
+    content: ContentIn | None = Field(
         default=None,
-        description="The text. Required, except on an assistant message with tool_calls. "
+        description="The text, or a list of content parts (each `type` below; binary data "
+        "goes in `data`, base64). Required, except on an assistant message with tool_calls. "
         "NUL characters are rejected on every database.",
     )
     tool_calls: list[ToolCallModel] | None = Field(
@@ -123,7 +450,13 @@ class AppendRequest(_Model):
     """Messages to append, in order, atomically: all are stored or none."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"messages": _MESSAGES_IN_EXAMPLE}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"messages": _MESSAGES_IN_EXAMPLE},
+                {"messages": [_PARTS_MESSAGE_IN_EXAMPLE]},
+            ]
+        },
     )
 
     # At least one: an empty append over HTTP is a client bug (a turn that lost its messages),
@@ -135,13 +468,18 @@ class AppendRequest(_Model):
 class MessageOut(BaseModel):
     """A stored message."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_MESSAGE_EXAMPLE]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [_MESSAGE_EXAMPLE, _PARTS_MESSAGE_EXAMPLE]}
+    )
 
     id: str
     conversation_id: str
     seq: int = Field(description="Position in the conversation: 1, 2, 3, ... without gaps.")
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | None
+    content: str | list[PartOut] | None = Field(
+        description="The text, or the parts as stored: binary data as `attachment` (its "
+        "digest), `size` and what convodb read from it, without `data`."
+    )
     tool_calls: list[ToolCallModel] | None
     tool_name: str | None
     tool_call_id: str | None
@@ -232,7 +570,12 @@ class AgentInputRequest(_Model):
                     "system_prompt": "Be brief.",
                     "user_message": "And tomorrow?",
                     "max_tokens": 8000,
-                }
+                },
+                {
+                    "format": "anthropic",
+                    "user_message": _PARTS_MESSAGE_IN_EXAMPLE["content"],
+                    "max_tokens": 8000,
+                },
             ]
         },
     )
@@ -241,8 +584,10 @@ class AgentInputRequest(_Model):
         default="openai-chat", description="The model API whose input shape to return."
     )
     system_prompt: str | None = Field(default=None, description="Sent first, always.")
-    user_message: str | None = Field(
-        default=None, description="The new user turn, sent last, always; not stored."
+    user_message: ContentIn | None = Field(
+        default=None,
+        description="The new user turn, sent last, always; not stored. Text, or content parts "
+        "as in a message (their `data` is sent, not stored).",
     )
     max_messages: int | None = Field(
         default=None, ge=1, description="At most this many history messages."
@@ -253,33 +598,61 @@ class AgentInputRequest(_Model):
 
 
 class AgentInputOut(BaseModel):
-    """The newest history that fits, shaped for one model API, ready to send."""
+    """The newest history that fits, as the keyword arguments of one model API's call.
+
+    Forward `request` as it is; it is never anything else. The other fields describe it.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    "format": "openai-chat",
-                    "messages": [
-                        {"role": "system", "content": "Be brief."},
-                        {"role": "user", "content": "Weather in Paris?"},
-                        {"role": "assistant", "content": "18°C and sunny."},
-                        {"role": "user", "content": "And tomorrow?"},
-                    ],
-                    "system": None,
+                    "format": "anthropic",
+                    "request": {
+                        "system": "Be brief.",
+                        "messages": [
+                            {"role": "user", "content": [{"type": "text", "text": "Hi!"}]},
+                            {
+                                "role": "assistant",
+                                "content": [{"type": "text", "text": "Hello. How can I help?"}],
+                            },
+                            {
+                                "role": "user",
+                                "content": [{"type": "text", "text": "Weather in Paris?"}],
+                            },
+                        ],
+                    },
                     "token_count": 42,
                     "dropped": 0,
                     "first_seq": 1,
-                }
+                },
+                {
+                    "format": "openai-chat",
+                    "request": {
+                        "messages": [
+                            {"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": "Weather in Paris?"},
+                            {"role": "assistant", "content": "18°C and sunny."},
+                            {"role": "user", "content": "And tomorrow?"},
+                        ]
+                    },
+                    "token_count": 42,
+                    "dropped": 0,
+                    "first_seq": 1,
+                },
             ]
         }
     )
 
-    format: str
-    messages: list[dict[str, Any]] = Field(
-        description="The list to send: chat messages, or the Responses API's input items."
+    format: str = Field(description="The format asked for.")
+    request: dict[str, Any] = Field(
+        description="Exactly the keyword arguments of the API's call, to send as they are. "
+        "`anthropic`: `messages`, and `system` when there is system text "
+        "(`client.messages.create(model=..., max_tokens=..., **request)`); `openai-chat`: "
+        "`messages` (`client.chat.completions.create(model=..., **request)`); "
+        "`openai-responses`: `input` (`client.responses.create(model=..., **request)`); "
+        "`plain`: `messages` (role and text only)."
     )
-    system: str | None = Field(description="Anthropic's separate system prompt; else null.")
     token_count: int = Field(description="Tokens of the whole window, fixed parts included.")
     dropped: int = Field(description="Stored messages left out of the window.")
     first_seq: int | None = Field(description="seq of the first history message sent.")
@@ -385,8 +758,7 @@ def conversation_out(c: StoredConversation) -> dict[str, Any]:
 def agent_input_out(a: AgentInput) -> dict[str, Any]:
     return {
         "format": a.format,
-        "messages": a.messages,
-        "system": a.system,
+        "request": a.kwargs,
         "token_count": a.token_count,
         "dropped": a.dropped,
         "first_seq": a.first_seq,
@@ -411,7 +783,11 @@ def message_out(m: StoredMessage) -> dict[str, Any]:
         "conversation_id": m.conversation_id,
         "seq": m.seq,
         "role": m.role,
-        "content": m.content,
+        "content": (
+            m.content
+            if m.content is None or isinstance(m.content, str)
+            else [part_to_dict(p) for p in m.content]
+        ),
         "tool_calls": [c.to_dict() for c in m.tool_calls] if m.tool_calls else None,
         "tool_name": m.tool_name,
         "tool_call_id": m.tool_call_id,
