@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests._http import start_server
+from tests.test_formats_parts import ANSWER, PNG
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -32,9 +33,9 @@ def test_quickstart_is_short_and_runs_as_printed(tmp_path: Path) -> None:
     assert (tmp_path / "chat.db").exists()
 
 
-def _block_after(marker: str) -> str:
-    """The ```sh block that follows ``<!-- readme: marker -->``."""
-    found = re.search(rf"<!-- readme: {marker} -->\n```sh\n(.*?)```", README, flags=re.S)
+def _block_after(marker: str, language: str = "sh") -> str:
+    """The ```sh (or other) block that follows ``<!-- readme: marker -->``."""
+    found = re.search(rf"<!-- readme: {marker} -->\n```{language}\n(.*?)```", README, flags=re.S)
     assert found, f"README has no block marked {marker!r}"
     return found.group(1)
 
@@ -63,8 +64,9 @@ def test_main_job_serves_and_the_curl_session_runs_as_printed(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     appended, agent_input = _json_documents(result.stdout)  # curl adds no newline
     assert [m["seq"] for m in appended["messages"]] == [1, 2, 3]
-    assert agent_input["system"] == "Be brief."
-    blocks = [b["type"] for turn in agent_input["messages"] for b in turn["content"]]
+    request = agent_input["request"]  # the SDK call's keyword arguments, to forward as they are
+    assert request["system"] == "Be brief."
+    blocks = [b["type"] for turn in request["messages"] for b in turn["content"]]
     assert blocks == ["text", "tool_use", "tool_result", "text"]
 
 
@@ -110,3 +112,78 @@ def test_agent_loop_example_saves_turns_and_rebuilds_requests_in_both_shapes() -
     assert re.search(
         r"\[anthropic\] next request: \d+ tokens, 8 messages, 0 dropped", result.stdout
     )
+
+
+# The content-parts sample continues the library quickstart: it uses its ``chat`` and
+# ``conversation``, a chart (``chart_png``) and Claude's ``response``.
+_PARTS_PRELUDE = """
+import asyncio, json
+from convodb import ConversationService, Database
+
+chart_png = json.loads({chart_png!r})
+response = json.loads({response!r})
+
+async def main() -> None:
+    async with Database("sqlite:///chat.db") as db:
+        await db.create_all()
+        async with db.session() as session:
+            chat = ConversationService(session)
+            conversation = await chat.create_conversation("alice")
+{sample}
+            print(json.dumps(request.messages))
+
+asyncio.run(main())
+"""
+
+
+def test_content_parts_sample_runs_and_replays_the_image_and_the_thinking(tmp_path: Path) -> None:
+    sample = _block_after("content parts", "python")
+    assert len(sample.splitlines()) <= 15
+    script = _PARTS_PRELUDE.format(
+        chart_png=json.dumps(PNG),
+        response=ANSWER.model_dump_json(),
+        sample="\n".join(" " * 12 + line for line in sample.splitlines()),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    question, claude, new = json.loads(result.stdout)
+    assert question["content"] == [
+        {"type": "text", "text": "What does this chart show?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+    ]
+    thinking = ANSWER.content[0].model_dump()
+    assert claude == {
+        "role": "assistant",
+        "content": [thinking, {"type": "text", "text": "It is 18 C and clear in Paris."}],
+    }
+    assert new == {"role": "user", "content": [{"type": "text", "text": "And the trend?"}]}
+
+
+def test_thinking_agent_example_replays_thinking_first_and_stores_the_screenshot_once(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "thinking_agent.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # Each continuation passed the stand-in's checks (thinking first, signatures unchanged),
+    # and the screenshot reached the model: it read the PNG's size from the request.
+    assert "  thinking (signed): The 32x20 screenshot reads Paris: 18°C, sunny." in out
+    assert "  claude: It is 18°C and sunny in Paris." in out
+    assert "  claude: It is 4°C and rainy in Oslo." in out
+    assert "stored: 8 messages, 2 screenshots in them, 1 attachment (image/png, 111 bytes)" in out
+    assert "next request: 9 turns, 4 thinking blocks as Claude signed them, 2 screenshots" in out
+    # Without its thinking block the same continuation is refused, as the API refuses it.
+    assert (
+        "  400 messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        "`text`. When `thinking` is enabled, a final `assistant` message must start with a "
+        "thinking block"
+    ) in out
+    assert list(tmp_path.iterdir()) == []  # its database was a temporary file, removed
