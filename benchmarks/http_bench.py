@@ -333,7 +333,7 @@ class Workloads:
             if status != 200:
                 return f"status {status}"
             data = json.loads(content)
-            messages = data["messages"]
+            messages = data["request"]["messages"]
             if len(messages) != n or data["first_seq"] != self.history - n + 1:
                 return "wrong window"
             if messages[0].get("role") != "user" or "content" not in messages[-1]:

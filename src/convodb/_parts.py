@@ -6,17 +6,20 @@ A message's ``content`` is a string, as before, or a list of typed parts:
 type                 fields                                     roles
 ==================== ========================================== ==========================
 ``text``             ``text``                                   every role
-``image``            one of ``url``, ``data`` (base64) with     user, tool
+``image``            one of ``url``, ``data`` (base64) with     user, assistant, tool
                      ``media_type``, ``file_id``; ``detail``
-``file``             one of ``url``, ``data`` with              user, tool
+``file``             one of ``url``, ``data`` with              user, assistant, tool
                      ``media_type``, ``file_id``; ``filename``
-``audio``            ``data`` (base64) and ``format``           user
+``audio``            ``data`` (base64) and ``format``           user, assistant, tool
 ``thinking``         ``thinking``, ``signature`` (Anthropic)    assistant
 ``redacted_thinking`` ``data`` (Anthropic)                      assistant
 ``reasoning``        ``id``, ``summary``, ``encrypted_content``  assistant
                      (OpenAI Responses)
 ``provider_item``    ``provider``, ``item`` (verbatim JSON)     assistant
 ==================== ========================================== ==========================
+
+Media are stored in any role but ``system``; the formats send them where each API takes them
+(user messages and tool results) and as placeholders elsewhere (see ``convodb.formats``).
 
 Reasoning is scoped to the provider that produced it: a thinking block's signature, or a
 reasoning item's encrypted content, verifies only where it was made, so formats replay it to
