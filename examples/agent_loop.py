@@ -80,8 +80,8 @@ async def agent_turn(
         request = await service.get_agent_input(
             cid, user, system_prompt=SYSTEM, max_tokens=2000, format=fmt
         )
-    await service.save_conversation_messages(cid, user, new)
-    return new[-1].content or ""
+    stored = await service.save_conversation_messages(cid, user, new)
+    return stored[-1].text
 
 
 async def main() -> None:
