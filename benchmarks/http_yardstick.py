@@ -270,8 +270,7 @@ def create_app(backend: Backend, token: str) -> FastAPI:
             rows.pop(0)
         return {
             "format": body.format,
-            "messages": [openai_chat(r) for r in rows],
-            "system": None,
+            "request": {"messages": [openai_chat(r) for r in rows]},
             "token_count": sum(r[9] or 0 for r in rows),
             "dropped": 0,
             "first_seq": rows[0][0] if rows else None,
