@@ -1,9 +1,9 @@
 """``python -m benchmarks.pool_checkout``: what one checkout costs on the PostgreSQL hot path.
 
-convodb's own pool (``convodb._drivers.PgConnections``) against asyncpg's ``Pool`` as convodb
-would use it (no reset query, an acquire timeout), interleaved in rounds on one connection
-each, with one ``SELECT 1`` round trip for scale. Design rule 13 keeps a pool of our own only
-where it is clearly ahead of the library; ``results/pool-comparison.md`` has the figures and
+convodb's own pool (``convodb.storage._postgresql.PgConnections``) against asyncpg's ``Pool``
+as convodb would use it (no reset query, an acquire timeout), interleaved in rounds on one
+connection each, with one ``SELECT 1`` round trip for scale. Design rule 13 keeps a pool of our
+own only where it is clearly ahead of the library; ``results/pool-comparison.md`` has the figures and
 the end-to-end runs that decided it.
 """
 
@@ -15,7 +15,8 @@ import time
 
 import asyncpg  # type: ignore[import-untyped]
 
-from convodb._drivers import PgConnections, Timeouts
+from convodb.storage import Timeouts
+from convodb.storage._postgresql import PgConnections
 
 URL = os.environ.get("CONVODB_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHECKOUTS = 20_000

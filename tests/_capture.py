@@ -61,7 +61,7 @@ async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
         else:
             driver.add_query_logger(on_asyncpg)
 
-    own = db._connections  # see convodb._drivers
+    own = db._connections  # see convodb.storage
     await db.dispose()
     if own is not None:
         own.on_connect.append(on_driver_connect)

@@ -23,6 +23,7 @@ from convodb import (
     StoreBusyError,
     StoreUnavailableError,
 )
+from convodb.storage._postgresql import PgConnections
 
 
 async def _use(database: Database, content: str) -> list[str | None]:
@@ -125,11 +126,11 @@ async def test_a_statement_the_driver_refuses_leaves_no_lock_behind(postgres_url
 
     async with Database(postgres_url) as database:
         pool = database._connections
-        assert pool is not None
+        assert isinstance(pool, PgConnections)
         async with database.session() as session:
             cid = (await ConversationService(session).create_conversation("alice")).id
         with pytest.raises(asyncpg.DataError):
-            async with pool.connection() as connection:  # type: ignore[union-attr]
+            async with pool.connection() as connection:
                 await connection.fetch(
                     "SELECT seq FROM messages WHERE conversation_id = $1 AND seq > $2",
                     cid,
@@ -189,8 +190,8 @@ async def test_a_full_pool_is_a_clean_error_in_bounded_time(postgres_url: str) -
         async with database.session() as session:
             cid = (await ConversationService(session).create_conversation("alice")).id
         pool = database._connections
-        assert pool is not None
-        async with pool.connection(), database.engine.connect():  # type: ignore[union-attr]
+        assert isinstance(pool, PgConnections)
+        async with pool.connection(), database.engine.connect():
             async with database.session() as session:
                 service = ConversationService(session)
                 started = time.monotonic()

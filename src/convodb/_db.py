@@ -6,7 +6,7 @@ Nothing here is module-global except the lazily created default behind the seed'
 convodb never runs on a mismatched schema. A ``Database`` checks its database's schema
 version once, on first use (the first service call through one of its sessions, or
 :meth:`Database.ping`), and again after :meth:`Database.dispose`; until then every service
-call costs one test of an empty dict (``convodb._dialect.unchecked_backend``). A schema behind
+call costs one test of an empty dict (``convodb.storage.unchecked_backend``). A schema behind
 the code's is upgraded there on SQLite, the embedded default, and refused elsewhere with a
 :class:`SchemaVersionError` that names ``convodb db upgrade``. The migrations themselves are
 in ``convodb.migrations``.
@@ -35,10 +35,13 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from . import migrations
-from ._dialect import (
+from ._models import conversations, tables
+from .errors import StoreUnavailableError
+from .storage import (
     Backend,
+    Timeouts,
     async_url,
-    configure_engine,
+    backend_class,
     engine_budget,
     engine_options,
     register_backend,
@@ -46,9 +49,6 @@ from ._dialect import (
     translate_error,
     unchecked_backend,
 )
-from ._drivers import Timeouts, driver_connections
-from ._models import conversations, tables
-from .errors import StoreUnavailableError
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -134,18 +134,17 @@ class Database:
         options = self._engine_options(self.timeouts)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        # The hot path's own driver connections (see convodb._drivers), unless the engine
+        # The hot path's own driver connections (see convodb.storage), unless the engine
         # makes its connections some custom way.
         self._connections = None
         if not {"creator", "async_creator", "poolclass", "pool"} & set(options):
-            self._connections = driver_connections(
+            self._connections = backend_class(self.engine.dialect).driver_connections(
                 self.engine,
                 options.get("connect_args", {}),
                 max_size=hot_path_connections,
                 timeouts=self.timeouts,
             )
         self._backend = register_backend(self.engine, self._connections)
-        configure_engine(self.engine, self._backend)
         _open_databases.add(self)
 
     def __repr__(self) -> str:
@@ -327,7 +326,7 @@ def owns_transaction(session: AsyncSession, *, commit: bool) -> bool:
     """Whether a service call on ``session`` opens and ends its own transaction.
 
     True in ``commit`` mode when the session is not in a transaction yet: then a single
-    statement may run outside any transaction (see ``convodb._dialect.Backend``). A session
+    statement may run outside any transaction (see ``convodb.storage.Backend``). A session
     bound to a connection (the "join an external transaction" recipe) may be inside a
     transaction it does not know of, so it never owns one.
     """

@@ -31,11 +31,11 @@ from sqlmodel import Field, SQLModel
 
 from ._cursor import decode_cursor, encode_cursor
 from ._db import read_transaction, write_transaction
-from ._dialect import backend_for
 from ._ids import new_id
 from ._records import Page
 from ._types import DateTimeUTC, utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
+from .storage import backend_for
 
 __all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys"]
 
@@ -195,10 +195,11 @@ class ApiKeyService:
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=utcnow())
-            .returning(*_COLUMNS)
         )
         async with self._write():
-            row = (await self.session.execute(statement)).one_or_none()
+            row = await backend_for(self.session).update_returning(
+                self.session, statement, _COLUMNS
+            )
             if row is None:
                 select_key = select(*_COLUMNS).where(api_keys.c.id == key_id)
                 row = (await self.session.execute(select_key)).one_or_none()

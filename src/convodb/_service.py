@@ -36,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import _statements as sql
 from ._cursor import decode_cursor, encode_cursor
 from ._db import owns_transaction, read_transaction, write_transaction
-from ._dialect import Backend, backend_for
 from ._ids import new_id, new_ids
 from ._message_input import MessageInput, check_batch, check_user_message
 from ._parts import AudioPart, FilePart, ImagePart, Part
@@ -75,6 +74,7 @@ from .errors import (
 )
 from .formats import FORMATS
 from .history import AgentInput, Window, WindowBuilder, compaction_cut
+from .storage import Backend, backend_for
 from .tokens import TokenCounter, default_counter
 
 __all__ = ["ConversationService"]
@@ -226,10 +226,9 @@ class ConversationService:
             update(sql.conversations)
             .where(sql.conversations.c.id == cid, sql.conversations.c.user_id == uid)
             .values(values)
-            .returning(*sql.CONV_COLUMNS)
         )
         async with self._write():
-            row = (await self.session.execute(statement)).one_or_none()
+            row = await self._backend.update_returning(self.session, statement, sql.CONV_COLUMNS)
         if row is None:
             raise ConversationNotFoundError(cid)
         return sql.conversation_record(row)
@@ -670,11 +669,10 @@ class ConversationService:
 
     async def _lock(self, cid: str, uid: str) -> int:
         """Lock the user's conversation until the transaction ends; returns its ``last_seq``."""
-        result = await self.session.execute(sql.LOCK, {"cid": cid, "uid": uid})
-        last_seq = result.scalar_one_or_none()
+        last_seq = await self._backend.lock(self.session, cid, uid)
         if last_seq is None:
             raise ConversationNotFoundError(cid)
-        return int(last_seq)
+        return last_seq
 
     async def _head(self, cid: str, uid: str, *, own: bool) -> tuple[int, int, str | None]:
         """``(last_seq, newest summary's upto_seq or 0, its text)`` of the user's conversation."""
@@ -703,12 +701,7 @@ class ConversationService:
         return result.one_or_none()
 
     async def _insert_conversation(self, values: dict[str, Any]) -> Sequence[Any] | None:
-        statement = (
-            self._backend.insert_ignoring_conflicts(sql.conversations)
-            .values(values)
-            .returning(*sql.CONV_COLUMNS)
-        )
-        return (await self.session.execute(statement)).one_or_none()
+        return await self._backend.insert_conversation(self.session, values)
 
     async def _owned_rows(
         self, statement: Any, cid: str, uid: str, *, own: bool, **params: Any
@@ -747,9 +740,7 @@ class ConversationService:
 
         # Keyed batch: lock the conversation (and prove ownership) before looking keys up,
         # so that a concurrent retry of the same batch waits here and then finds the keys.
-        result = await self.session.execute(sql.LOCK, owner)
-        if result.scalar_one_or_none() is None:
-            raise ConversationNotFoundError(cid)
+        await self._lock(cid, uid)
         result = await self.session.execute(
             select(*sql.MSG_COLUMNS).where(
                 sql.messages.c.conversation_id == cid, sql.messages.c.key.in_(keys)

@@ -1,7 +1,8 @@
 """The one hierarchy of errors convodb raises.
 
 Every error a caller can act on derives from :class:`ConvodbError`. Driver errors never escape
-the service: they are translated once, in ``convodb._dialect``, by SQLSTATE or SQLite error name.
+the service: they are translated once, in ``convodb.storage``, by error code (SQLSTATE, SQLite
+error name, MySQL errno).
 
 ```
 ConvodbError

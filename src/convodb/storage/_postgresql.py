@@ -1,0 +1,520 @@
+"""PostgreSQL: asyncpg for the engine, and a small pool of convodb's own for the hot path.
+
+An append the service owns is one statement (:data:`APPEND`): the ``UPDATE ... RETURNING``
+that reserves the seqs and proves ownership feeds the ``INSERT`` of the messages (and of their
+attachments), atomic by itself, one round trip, the conversation's row lock held for that
+statement only. Errors are classified by SQLSTATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Select, Table, event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql.dml import Insert
+
+from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
+from ._base import Backend, DriverConnections, Timeouts, driver
+
+__all__ = ["APPEND", "ARRAY_COLUMNS", "PgConnections", "PostgresBackend"]
+
+# SQLSTATE classes and codes (PostgreSQL appendix A)
+_BUSY = {"40001", "40P01", "55P03", "57014"}  # serialization, deadlock, lock, cancelled
+# connection, invalid authorization, invalid catalog name (no such database), resources,
+# operator intervention
+_UNAVAILABLE_CLASSES = {"08", "28", "3D", "53", "57"}
+
+
+def server_settings(timeouts: Timeouts) -> dict[str, str]:
+    """Session settings that apply ``timeouts`` on the server."""
+    if timeouts.statement is None:
+        return {}
+    return {"statement_timeout": str(max(1, round(timeouts.statement * 1000)))}
+
+
+class PostgresBackend(Backend):
+    """asyncpg: a statement the service owns runs on a connection of its own, in autocommit.
+
+    An append is then one data-modifying statement (the ``UPDATE ... RETURNING`` that reserves
+    the seqs and proves ownership, feeding the ``INSERT``): atomic by itself, one round trip,
+    and the conversation's row lock is held for that statement only. Inside a transaction the
+    caller owns, the session runs the statements, in that transaction. (asyncpg runs only
+    what it is sent: the session's connection may not have sent its BEGIN yet, so a driver
+    statement on it could escape the caller's transaction.)
+    """
+
+    name = "postgresql"
+    schemes = ("postgresql", "postgres")  # postgres://: Heroku-style URLs
+    driver_name = "asyncpg"
+    extra = "postgres"
+
+    @classmethod
+    def engine_options(cls, url: URL, *, pool_size: int, timeouts: Timeouts) -> dict[str, Any]:
+        # A fixed pool (no overflow): an overflow connection is closed on return, and a server
+        # with more requests in flight would reconnect (TCP, auth, type introspection) on most
+        # of them. No pool_pre_ping: on asyncpg it costs BEGIN, a ping and ROLLBACK on every
+        # checkout. A connection that died in the pool fails its first statement, is
+        # invalidated, and the caller gets StoreUnavailableError once.
+        return {
+            "pool_size": pool_size,
+            "max_overflow": 0,
+            "pool_timeout": timeouts.pool,
+            "connect_args": {
+                "timeout": timeouts.connect,
+                "command_timeout": timeouts.command,
+                "server_settings": server_settings(timeouts),
+            },
+        }
+
+    @classmethod
+    def driver_connections(
+        cls,
+        engine: AsyncEngine,
+        connect_args: dict[str, Any],
+        *,
+        max_size: int,
+        timeouts: Timeouts,
+    ) -> DriverConnections | None:
+        _, kwargs = engine.dialect.create_connect_args(engine.url)
+        kwargs = {**kwargs, **connect_args}
+        cache_size = kwargs.pop("prepared_statement_cache_size", None)
+        kwargs.pop("prepared_statement_name_func", None)
+        for name in ("timeout", "command_timeout"):  # the pool applies them, from timeouts
+            kwargs.pop(name, None)
+        if cache_size is not None:
+            kwargs["statement_cache_size"] = cache_size
+        return PgConnections(kwargs, max_size=max_size, timeouts=timeouts)
+
+    def configure(self, engine: AsyncEngine) -> None:
+        super().configure(engine)
+        _one_loop_per_connection(engine, self)
+
+    @classmethod
+    def classify(cls, error: BaseException) -> ConvodbError | None:
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if not sqlstate:
+            return None
+        if sqlstate in _BUSY:
+            return StoreBusyError(
+                f"the database is busy (SQLSTATE {sqlstate}); retry the operation"
+            )
+        if sqlstate[:2] in _UNAVAILABLE_CLASSES:
+            return StoreUnavailableError(f"the database is unavailable (SQLSTATE {sqlstate})")
+        return None
+
+    @classmethod
+    def connect_failure(cls, error: BaseException) -> str:
+        orig = getattr(error, "orig", None) or error
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if sqlstate:
+            return f"the database refused the connection (SQLSTATE {sqlstate})"
+        return super().connect_failure(error)
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    async def rows(
+        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
+    ) -> list[Sequence[Any]]:
+        if not own:
+            return await super().rows(session, statement, params, own=own)
+        compiled = self._compile(statement)
+        async with self._own_connection(session) as driver:
+            return compiled.decode(await driver.fetch(compiled.sql, *compiled.args(params)))
+
+    async def append(
+        self,
+        session: AsyncSession,
+        owner: dict[str, Any],
+        rows: list[dict[str, Any]],
+        *,
+        own: bool,
+        attachments: Sequence[dict[str, Any]] = (),
+    ) -> int | None:
+        if not own:
+            return await super().append(session, owner, rows, own=own, attachments=attachments)
+        names: tuple[str, ...]
+        if attachments:
+            statement, names = APPEND_ATTACHMENTS, ARRAY_COLUMNS
+        elif all(_plain(row) for row in rows):  # most chat turns: send 4 arrays, not 10
+            statement, names = APPEND_PLAIN, PLAIN_COLUMNS
+        else:
+            statement, names = APPEND, ARRAY_COLUMNS
+        columns = [[row[name] for row in rows] for name in names]
+        for i, name in enumerate(names):
+            if name in _JSON_COLUMNS:
+                columns[i] = [_json_text(v) for v in columns[i]]
+        if attachments:
+            columns += [[a[name] for a in attachments] for name in ATTACHMENT_COLUMNS]
+        async with self._own_connection(session) as driver:
+            last_seq = await driver.fetchval(
+                statement, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
+            )
+        return None if last_seq is None else int(last_seq)
+
+    def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
+        if isinstance(self.connections, PgConnections):
+            return self.connections.connection()
+        return driver(self, session, own=True)
+
+
+def _plain(row: dict[str, Any]) -> bool:
+    """Text content without tool call, tool field, key or metadata: the columns
+    APPEND_PLAIN leaves out."""
+    return (
+        row["parts"] is None
+        and row["tool_calls"] is None
+        and row["tool_name"] is None
+        and row["tool_call_id"] is None
+        and row["key"] is None
+        and row["metadata"] == {}
+    )
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return "{}" if value == {} else json.dumps(value)  # most metadata is empty
+
+
+# The messages columns of APPEND's arrays, in its order ($5 ...); a test appends through it
+# on PostgreSQL and reads every column back, so a schema change cannot silently miss it.
+ARRAY_COLUMNS = (
+    "id",
+    "role",
+    "content",
+    "parts",
+    "tool_calls",
+    "tool_name",
+    "tool_call_id",
+    "metadata",
+    "key",
+    "token_count",
+)
+_JSON_COLUMNS = ("parts", "tool_calls", "metadata")
+# $1 cid, $2 uid, $3 n, $4 now, then one array per column of ARRAY_COLUMNS.
+APPEND = """
+WITH c AS (
+    UPDATE conversations SET last_seq = last_seq + $3, updated_at = $4
+    WHERE id = $1 AND user_id = $2
+    RETURNING last_seq
+), ins AS (
+    INSERT INTO messages (conversation_id, seq, id, role, content, parts, tool_calls, tool_name,
+                          tool_call_id, metadata, key, token_count, created_at)
+    SELECT $1, c.last_seq - $3 + v.ord, v.id, v.role, v.content, v.parts::jsonb,
+           v.tool_calls::jsonb, v.tool_name, v.tool_call_id, v.metadata::jsonb, v.key,
+           v.token_count, $4
+    FROM c, unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                   $11::text[], $12::text[], $13::text[], $14::int[])
+            WITH ORDINALITY AS v(id, role, content, parts, tool_calls, tool_name, tool_call_id,
+                                 metadata, key, token_count, ord)
+)
+SELECT last_seq FROM c
+"""
+# The attachments columns of APPEND_ATTACHMENTS's last arrays, in its order ($15 ...).
+ATTACHMENT_COLUMNS = ("sha256", "media_type", "size", "data")
+# APPEND that also stores the messages' attachments, in the same statement: only when
+# the conversation is the user's (FROM c), each digest once per conversation.
+APPEND_ATTACHMENTS = APPEND.replace(
+    "\nSELECT last_seq FROM c",
+    """, att AS (
+    INSERT INTO attachments (conversation_id, sha256, media_type, size, data, created_at)
+    SELECT $1, a.sha256, a.media_type, a.size, a.data, $4
+    FROM c, unnest($15::text[], $16::text[], $17::bigint[], $18::bytea[])
+            AS a(sha256, media_type, size, data)
+    ON CONFLICT DO NOTHING
+)
+SELECT last_seq FROM c""",
+)
+# The same for a batch of plain messages (see _plain): the other columns keep their defaults
+# (NULL) and metadata is the empty object. Store tests append plain batches on PostgreSQL and
+# read every column back.
+PLAIN_COLUMNS = ("id", "role", "content", "token_count")
+APPEND_PLAIN = """
+WITH c AS (
+    UPDATE conversations SET last_seq = last_seq + $3, updated_at = $4
+    WHERE id = $1 AND user_id = $2
+    RETURNING last_seq
+), ins AS (
+    INSERT INTO messages (conversation_id, seq, id, role, content, metadata, token_count,
+                          created_at)
+    SELECT $1, c.last_seq - $3 + v.ord, v.id, v.role, v.content, '{}'::jsonb, v.token_count, $4
+    FROM c, unnest($5::text[], $6::text[], $7::text[], $8::int[])
+            WITH ORDINALITY AS v(id, role, content, token_count, ord)
+)
+SELECT last_seq FROM c
+"""
+
+
+_LOOP = "convodb.loop"
+
+
+def _one_loop_per_connection(engine: AsyncEngine, backend: Backend) -> None:
+    """Never hand out an asyncpg connection on an event loop other than the one it was made on.
+
+    asyncpg connections belong to their loop: after ``asyncio.run`` has returned, the pool's
+    connections are unusable on the next loop. A checkout on another loop gives the
+    connection up (the socket goes with the garbage collector: its loop is gone) and opens a
+    new one. aiosqlite connections answer on any loop and need none of this.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _remember_loop(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LOOP] = backend.engine_loop = asyncio.get_running_loop()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _same_loop(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get(_LOOP) is not asyncio.get_running_loop():
+            with contextlib.suppress(Exception):  # marks it closed; its loop cannot close it
+                dbapi_connection.driver_connection.terminate()
+            raise DisconnectionError("the connection belongs to another event loop")
+
+
+class PgConnections:
+    """The hot path's asyncpg connections: a small pool of convodb's own, per event loop.
+
+    asyncpg's ``Pool`` costs a task per release (a shield) and a timeout per acquire; on the
+    hot path that was more than the statement's own client-side work (see
+    ``benchmarks/results``). This pool keeps the guarantees that ``Pool`` gives:
+
+    - at most ``max_size`` connections; a caller waits up to ``Timeouts.pool`` for one to
+      come free (``StoreBusyError`` then), and ``Timeouts.connect`` for a new one to open;
+    - every statement runs under asyncpg's ``command_timeout`` and the server's
+      ``statement_timeout`` (``Timeouts.statement``);
+    - a connection is reused only after a clean exit or a server error (the server answered:
+      the connection is idle). One that saw anything else -- a cancellation, a timeout, a lost
+      connection, an argument asyncpg refused after it had sent the statement -- is
+      terminated, never reused: it may be mid-protocol, holding the statement's locks;
+    - idle connections are closed after ``Timeouts.idle``, newest reused first;
+    - connections belong to the event loop that opened them: on another loop (``asyncio.run``
+      twice) the pool starts afresh; in a forked child (a pre-forking server) the parent's
+      connections are kept unused -- closing them, even by the garbage collector, would end
+      the parent's sessions -- and the child opens its own;
+    - :meth:`close` closes the idle ones, and the ones in use when they come back.
+
+    It sends no reset query: the hot path runs single statements in autocommit and leaves no
+    session state behind. Errors of the connection, not of the statement, are raised as
+    ``StoreUnavailableError``.
+    """
+
+    def __init__(self, kwargs: dict[str, Any], *, max_size: int, timeouts: Timeouts) -> None:
+        self._kwargs = {
+            **kwargs,
+            "timeout": timeouts.connect,
+            "command_timeout": timeouts.command,
+            "server_settings": {**server_settings(timeouts), **kwargs.get("server_settings", {})},
+        }
+        self._max_size, self._timeouts = max_size, timeouts
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: list[tuple[Any, float]] = []  # (connection, when it came back), newest last
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._generation = 0  # moves on close and on a new loop: older connections retire
+        self.on_connect: list[Callable[[Any], None]] = []
+        """Called with each new asyncpg connection (tests log its queries so)."""
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """An asyncpg connection in autocommit, returned to the pool after the block.
+
+        Raises:
+            StoreBusyError: every connection stayed in use for ``Timeouts.pool``.
+            StoreUnavailableError: a new connection could not be opened, or the connection was
+                lost or timed out during the block.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._pid != os.getpid():
+            self._restart(loop)
+        slots, generation = self._slots, self._generation
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self._timeouts.pool):
+                    await slots.acquire()
+            except TimeoutError:
+                raise StoreBusyError(
+                    f"all {self._max_size} database connections stayed in use for "
+                    f"{self._timeouts.pool:g} s; retry the operation"
+                ) from None
+        else:
+            await slots.acquire()  # a free slot: returns at once
+        try:
+            connection = await self._take()
+        except BaseException:
+            slots.release()
+            raise
+        reusable = False
+        try:
+            yield connection
+            reusable = True
+        except BaseException as exc:
+            if _is_server_error(exc):
+                reusable = True
+                raise
+            lost = connection.is_closed() or isinstance(
+                exc, (OSError, _asyncpg().PostgresConnectionError)
+            )
+            if lost and isinstance(exc, Exception):
+                raise StoreUnavailableError(_lost(exc, self._timeouts)) from exc
+            raise
+        finally:
+            self._give(connection, generation, reusable=reusable)
+            slots.release()
+
+    def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._pid != os.getpid():
+            # Another process's connections and timer: keep them, untouched (see above).
+            self._pid = os.getpid()
+            self._inherited.extend(connection for connection, _ in self._idle)
+        else:
+            # Another loop's: unusable here. Marking them closed is all that can be done;
+            # their sockets go with the garbage collector.
+            for connection, _ in self._idle:
+                with contextlib.suppress(Exception):
+                    connection.terminate()
+            if self._reaper is not None:
+                self._reaper.cancel()
+        self._loop, self._idle, self._reaper = loop, [], None
+        self._generation += 1
+        self._slots = asyncio.Semaphore(self._max_size)
+
+    async def _take(self) -> Any:
+        while self._idle:
+            connection, _ = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+        asyncpg = _asyncpg()
+        try:
+            connection = await asyncpg.connect(**self._kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailableError(_connect_failure(exc, self._timeouts)) from exc
+        try:
+            await _pg_codecs(connection)
+            for listener in self.on_connect:
+                listener(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
+
+    def _give(self, connection: Any, generation: int, *, reusable: bool) -> None:
+        if (
+            reusable
+            and generation == self._generation
+            and not connection.is_closed()
+            and not connection.is_in_transaction()
+        ):
+            assert self._loop is not None
+            self._idle.append((connection, self._loop.time()))
+            if self._reaper is None:
+                self._reaper = self._loop.call_later(self._timeouts.idle, self._reap)
+        else:
+            connection.terminate()
+
+    def _reap(self) -> None:
+        """Close the connections idle for ``Timeouts.idle``; look again when the next is due."""
+        assert self._loop is not None
+        self._reaper = None
+        expired_before = self._loop.time() - self._timeouts.idle
+        expired = [c for c, at in self._idle if at <= expired_before]
+        self._idle = [(c, at) for c, at in self._idle if at > expired_before]
+        for connection in expired:
+            self._close_later(connection)
+        if self._idle:
+            due = self._idle[0][1] + self._timeouts.idle - self._loop.time()
+            self._reaper = self._loop.call_later(max(due, 0.0), self._reap)
+
+    def _close_later(self, connection: Any) -> None:
+        task = asyncio.ensure_future(_close(connection, self._timeouts.pool))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close the idle connections; ones in use are closed when they come back."""
+        idle = [connection for connection, _ in self._idle]
+        self._idle, self._generation = [], self._generation + 1
+        if self._reaper is not None and self._pid == os.getpid():
+            self._reaper.cancel()
+        self._reaper, self._loop = None, None
+        if self._pid != os.getpid():
+            self._inherited.extend(idle)
+            return
+        await asyncio.gather(*(_close(c, self._timeouts.pool) for c in idle), *self._closing)
+
+
+async def _close(connection: Any, seconds: float) -> None:
+    """Close gracefully (the server ends the session at once), or terminate."""
+    try:
+        await asyncio.wait_for(connection.close(), timeout=seconds)
+    except (RuntimeError, TimeoutError, OSError, _asyncpg().PostgresError):
+        # Another loop's, hung, or already lost.
+        with contextlib.suppress(Exception):
+            connection.terminate()
+
+
+def _is_server_error(exc: BaseException) -> bool:
+    """Whether the server answered with an error: the connection is idle and fine.
+
+    asyncpg raises some errors of its own as ``PostgresError`` subclasses (an argument out of
+    range for its type, after the statement was sent): only the server's carry a severity.
+    """
+    return isinstance(exc, _asyncpg().PostgresError) and exc.as_dict().get("severity") is not None
+
+
+def _connect_failure(exc: BaseException, timeouts: Timeouts) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"the database did not accept a connection within {timeouts.connect:g} s"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return f"the database refused the connection (SQLSTATE {sqlstate})"
+    return f"the database cannot be reached ({type(exc).__name__})"
+
+
+def _lost(exc: BaseException, timeouts: Timeouts) -> str:
+    if isinstance(exc, TimeoutError) and timeouts.command is not None:
+        return f"the database did not answer within {timeouts.command:g} s"
+    return f"the database connection was lost ({type(exc).__name__})"
+
+
+_asyncpg_module: Any = None
+
+
+def _asyncpg() -> Any:
+    """asyncpg, imported on first use: it is an optional dependency (the postgres extra)."""
+    global _asyncpg_module
+    if _asyncpg_module is None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        _asyncpg_module = asyncpg
+    return _asyncpg_module
+
+
+async def _pg_codecs(connection: Any) -> None:
+    # What SQLAlchemy's asyncpg dialect installs on its connections, so that rows decode the
+    # same way on either: JSON in binary format (JSONB with its version byte).
+    await connection.set_type_codec(
+        "json",
+        encoder=str.encode,
+        decoder=lambda b: json.loads(b.decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda s: b"\x01" + s.encode(),
+        decoder=lambda b: {} if b == b"\x01{}" else json.loads(b[1:].decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
