@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ._parts import Part, text_of
 
 __all__ = [
+    "MessageLike",
     "NewMessage",
     "Page",
     "Role",
@@ -93,6 +94,25 @@ class StoredMessage:
     def text(self) -> str:
         """The text: ``content`` itself, or its text parts joined by newlines ("" for none)."""
         return text_of(self.content)
+
+
+class MessageLike(Protocol):
+    """What the formatters, token counters and windows read: a :class:`~convodb.StoredMessage`,
+    a :class:`Turn` or a ``convodb.Message`` row. Public as ``convodb.formats.MessageLike``.
+
+    ``content`` is text or a sequence of parts (``convodb`` part records, or dicts of the
+    same shape, as a :class:`~convodb.NewMessage` may hold); ``tool_calls``,
+    when the object has it, is a sequence of :class:`~convodb.ToolCall` or dicts.
+    """
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str | Sequence[Part | Mapping[str, Any]] | None: ...
+    @property
+    def tool_call_id(self) -> str | None: ...
+    @property
+    def tool_name(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

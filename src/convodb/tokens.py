@@ -78,7 +78,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from itertools import pairwise, repeat
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ._media import wav_byte_rate
 from ._parts import (
@@ -92,10 +92,7 @@ from ._parts import (
     ThinkingPart,
     part_from_dict,
 )
-from ._records import ToolCall
-
-if TYPE_CHECKING:
-    from .formats import MessageLike
+from ._records import MessageLike, ToolCall
 
 __all__ = [
     "MESSAGE_OVERHEAD",

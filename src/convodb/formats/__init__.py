@@ -94,8 +94,8 @@ reorder nor drop messages.
 
 from __future__ import annotations
 
+from .._records import MessageLike
 from ._anthropic import ANTHROPIC_LEADING_USER_TEXT, RAW_ARGUMENTS_KEY, from_anthropic, to_anthropic
-from ._common import MessageLike
 from ._dispatch import FORMATS, format_messages, parse_response
 from ._openai_chat import from_openai_chat, to_openai_chat, to_openai_chat_messages
 from ._openai_responses import from_openai_responses, to_openai_responses_input

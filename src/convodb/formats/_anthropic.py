@@ -20,10 +20,10 @@ from .._parts import (
     TextPart,
     ThinkingPart,
 )
-from .._records import NewMessage, ToolCall
+from .._records import MessageLike, NewMessage, ToolCall
 from ..errors import ValidationError
 from . import _parse as p
-from ._common import MessageLike, arrange, tool_calls
+from ._common import arrange, tool_calls
 from ._content import (
     REASONING,
     UserMessage,

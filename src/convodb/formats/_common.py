@@ -1,31 +1,13 @@
-"""What every format shares: the message protocol, tool-call pairing, the fixed prompt parts."""
+"""What every format shares: a message's calls, tool results next to their calls, the fixed
+prompt parts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from .._parts import Part
-from .._records import ToolCall
-from ..history import ToolGroups
-
-
-class MessageLike(Protocol):
-    """What the formatters read: a :class:`~convodb.StoredMessage` or a ``convodb.Message`` row.
-
-    ``content`` is text or a sequence of parts (``convodb`` part records, or dicts of the
-    same shape, as a :class:`~convodb.NewMessage` may hold); ``tool_calls``,
-    when the object has it, is a sequence of :class:`~convodb.ToolCall` or dicts.
-    """
-
-    @property
-    def role(self) -> str: ...
-    @property
-    def content(self) -> str | Sequence[Part | Mapping[str, Any]] | None: ...
-    @property
-    def tool_call_id(self) -> str | None: ...
-    @property
-    def tool_name(self) -> str | None: ...
+from .._records import MessageLike, ToolCall
+from .._tool_groups import ToolGroups
 
 
 def tool_calls(message: MessageLike) -> list[dict[str, str]]:

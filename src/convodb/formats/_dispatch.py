@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._records import NewMessage
+from .._records import MessageLike, NewMessage
 from ..errors import ValidationError
 from ._anthropic import from_anthropic, to_anthropic
-from ._common import MessageLike
 from ._content import UserMessage
 from ._openai_chat import from_openai_chat, to_openai_chat_messages
 from ._openai_responses import from_openai_responses, to_openai_responses_input

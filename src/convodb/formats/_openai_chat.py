@@ -14,10 +14,10 @@ from .._parts import (
     Part,
     TextPart,
 )
-from .._records import NewMessage, ToolCall
+from .._records import MessageLike, NewMessage, ToolCall
 from ..errors import ValidationError
 from . import _parse as p
-from ._common import MessageLike, arrange, preamble, tool_calls
+from ._common import arrange, preamble, tool_calls
 from ._content import (
     REASONING,
     UserMessage,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._common import MessageLike, arrange, preamble, tool_calls
+from .._records import MessageLike
+from ._common import arrange, preamble, tool_calls
 from ._content import UserMessage, join, parts_of, text_pieces, user_turns
 
 

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._parts import part_to_dict
-from ._common import MessageLike, tool_calls
+from .._records import MessageLike
+from ._common import tool_calls
 from ._content import UserMessage, parts_of, user_turns
 from ._openai_chat import to_openai_chat
 
