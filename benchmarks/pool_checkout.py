@@ -3,8 +3,8 @@
 convodb's own pool (``convodb.storage._postgresql.PgConnections``) against asyncpg's ``Pool``
 as convodb would use it (no reset query, an acquire timeout), interleaved in rounds on one
 connection each, with one ``SELECT 1`` round trip for scale. Design rule 13 keeps a pool of our
-own only where it is clearly ahead of the library; ``results/pool-comparison.md`` has the figures and
-the end-to-end runs that decided it.
+own only where it is clearly ahead of the library; ``results/pool-comparison.md`` has the figures
+and the end-to-end runs that decided it.
 """
 
 from __future__ import annotations
