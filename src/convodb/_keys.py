@@ -33,7 +33,7 @@ from ._cursor import decode_cursor, encode_cursor
 from ._db import read_transaction, write_transaction
 from ._ids import new_id
 from ._records import Page
-from ._types import DateTimeUTC, utcnow
+from ._types import MYSQL_TABLE_OPTIONS, DateTimeUTC, utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
 from .storage import backend_for
 
@@ -51,6 +51,7 @@ class ApiKey(SQLModel, table=True):
     """An API key of the HTTP service; the secret itself is never stored."""
 
     __tablename__: ClassVar[str] = "api_keys"
+    __table_args__ = (MYSQL_TABLE_OPTIONS,)
 
     id: str = Field(sa_column=Column(String(_ID_LENGTH), primary_key=True))
     user_id: str | None = Field(default=None, sa_column=Column(String(255)))
@@ -198,7 +199,7 @@ class ApiKeyService:
         )
         async with self._write():
             row = await backend_for(self.session).update_returning(
-                self.session, statement, _COLUMNS
+                self.session, statement, _COLUMNS, api_keys.c.id == key_id
             )
             if row is None:
                 select_key = select(*_COLUMNS).where(api_keys.c.id == key_id)

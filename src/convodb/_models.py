@@ -26,15 +26,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
 
-from ._types import DateTimeUTC, JSONType, utcnow
+from ._types import MYSQL_TABLE_OPTIONS, Blob, DateTimeUTC, JSONType, LongText, utcnow
 
 __all__ = [
     "ROLES",
@@ -64,7 +62,10 @@ class Conversation(SQLModel, table=True):
     """A conversation: one user's ordered list of messages."""
 
     __tablename__: ClassVar[str] = "conversations"
-    __table_args__ = (Index("ix_conversations_user_recent", "user_id", "updated_at", "id"),)
+    __table_args__ = (
+        Index("ix_conversations_user_recent", "user_id", "updated_at", "id"),
+        MYSQL_TABLE_OPTIONS,
+    )
 
     id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))
     user_id: str = Field(sa_column=Column(String(USER_ID_LENGTH), nullable=False))
@@ -89,6 +90,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("conversation_id", "key", name="uq_messages_conversation_key"),
         CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
+        MYSQL_TABLE_OPTIONS,
     )
 
     conversation_id: str = Field(
@@ -101,7 +103,7 @@ class Message(SQLModel, table=True):
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     id: str = Field(sa_column=Column(String(36), nullable=False))
     role: str = Field(sa_column=Column(String(16), nullable=False))
-    content: str | None = Field(default=None, sa_column=Column(Text))
+    content: str | None = Field(default=None, sa_column=Column(LongText))
     """The text; ``None`` when the content is a list of parts (``parts``) or absent."""
     parts: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONType))
     """Content as a list of typed parts (text, image, file, ...), when it is not plain text."""
@@ -128,6 +130,7 @@ class Summary(SQLModel, table=True):
     """
 
     __tablename__: ClassVar[str] = "summaries"
+    __table_args__ = (MYSQL_TABLE_OPTIONS,)
 
     conversation_id: str = Field(
         sa_column=Column(
@@ -139,7 +142,7 @@ class Summary(SQLModel, table=True):
     upto_seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     """The last ``seq`` the summary covers."""
     id: str = Field(sa_column=Column(String(36), nullable=False))
-    content: str = Field(sa_column=Column(Text, nullable=False))
+    content: str = Field(sa_column=Column(LongText, nullable=False))
     token_count: int | None = Field(default=None, sa_column=Column(Integer))
     metadata_: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column("metadata", JSONType, nullable=False)
@@ -158,6 +161,7 @@ class Attachment(SQLModel, table=True):
     """
 
     __tablename__: ClassVar[str] = "attachments"
+    __table_args__ = (MYSQL_TABLE_OPTIONS,)
 
     conversation_id: str = Field(
         sa_column=Column(
@@ -171,7 +175,7 @@ class Attachment(SQLModel, table=True):
     media_type: str = Field(sa_column=Column(String(MEDIA_TYPE_LENGTH), nullable=False))
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     """``len(data)`` in bytes."""
-    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    data: bytes = Field(sa_column=Column(Blob, nullable=False))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
     )

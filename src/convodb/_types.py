@@ -4,21 +4,33 @@
 SQLite (and MySQL) store a naive UTC value, which this type turns back into an aware one on
 the way out, so callers never see a naive datetime.
 
-``JSONType`` is JSONB on PostgreSQL (indexable) and JSON elsewhere.
+``JSONType`` is JSONB on PostgreSQL (indexable), JSON text on MySQL and MariaDB (see
+``_JSONText``) and JSON elsewhere.
+
+MySQL and MariaDB need wider types than SQLAlchemy's defaults: ``TEXT`` holds 64 KiB, under
+the 1 MiB message limit (``LongText`` is ``MEDIUMTEXT`` there, 16 MiB), ``BLOB`` 64 KiB
+(``Blob`` is ``LONGBLOB``), and ``DATETIME`` drops microseconds (``DATETIME(6)``). Elsewhere
+they are the plain types. ``MYSQL_TABLE_OPTIONS`` makes every table utf8mb4 with the binary,
+no-pad collation: the default (``utf8mb4_general_ci``) would compare ids and keys case-,
+accent- and emoji-insensitively, and ``utf8mb4_bin`` ignores trailing spaces.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, DateTime, LargeBinary, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["DateTimeUTC", "JSONType", "utcnow"]
+__all__ = ["MYSQL_TABLE_OPTIONS", "Blob", "DateTimeUTC", "JSONType", "LongText", "utcnow"]
+
+_MYSQL = ("mysql", "mariadb")
 
 
 def utcnow() -> datetime:
@@ -31,6 +43,11 @@ class DateTimeUTC(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -68,4 +85,31 @@ class DateTimeUTC(TypeDecorator[datetime]):
         return process
 
 
-JSONType: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+class _JSONText(TypeDecorator[Any]):
+    """JSON kept as text, for MySQL and MariaDB. MariaDB's ``JSON`` is ``LONGTEXT`` with a
+    ``json_valid`` check that refuses objects nested deeper than 32 levels, under what
+    ``Limits.max_json_depth`` allows; convodb validates JSON before it stores it anyway."""
+
+    impl = mysql.LONGTEXT()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+JSONType: TypeEngine[Any] = (
+    JSON().with_variant(JSONB(), "postgresql").with_variant(_JSONText(), *_MYSQL)
+)
+LongText: TypeEngine[str] = Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
+Blob: TypeEngine[bytes] = LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL)
+MYSQL_TABLE_OPTIONS: dict[str, str] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_nopad_bin",
+}
+"""Table options for MySQL and MariaDB (other databases ignore them)."""

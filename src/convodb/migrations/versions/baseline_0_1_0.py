@@ -13,15 +13,29 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "baseline_0_1_0"
 down_revision: str | None = None
 branch_labels = None
 depends_on = None
 
-TIMESTAMP = sa.DateTime(timezone=True)
-JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# MySQL and MariaDB (never supported by 0.1.0, so this revision is their first too): wider
+# types and binary, no-pad collation, as convodb._types explains.
+_MYSQL = ("mysql", "mariadb")
+TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
+TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
+BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL)
+TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_nopad_bin",
+}
+JSON = (
+    sa.JSON()
+    .with_variant(postgresql.JSONB(), "postgresql")
+    .with_variant(mysql.LONGTEXT(), *_MYSQL)  # MariaDB's JSON check refuses depth > 32
+)
 
 
 def upgrade() -> None:
@@ -46,6 +60,7 @@ def create_tables(operations: Any) -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.Index("ix_conversations_user_recent", "user_id", "updated_at", "id"),
+        **TABLE_OPTIONS,
     )
     operations.create_table(
         "messages",
@@ -58,7 +73,7 @@ def create_tables(operations: Any) -> None:
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("id", sa.String(36), nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
-        sa.Column("content", sa.Text),
+        sa.Column("content", TEXT),
         sa.Column("tool_calls", JSON),
         sa.Column("tool_name", sa.String(255)),
         sa.Column("tool_call_id", sa.String(255)),
@@ -70,6 +85,7 @@ def create_tables(operations: Any) -> None:
         sa.CheckConstraint(
             "role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"
         ),
+        **TABLE_OPTIONS,
     )
     operations.create_table(
         "summaries",
@@ -81,10 +97,11 @@ def create_tables(operations: Any) -> None:
         ),
         sa.Column("upto_seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("id", sa.String(36), nullable=False),
-        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("content", TEXT, nullable=False),
         sa.Column("token_count", sa.Integer),
         sa.Column("metadata", JSON, nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
+        **TABLE_OPTIONS,
     )
     operations.create_table(
         "api_keys",
@@ -94,4 +111,5 @@ def create_tables(operations: Any) -> None:
         sa.Column("secret_hash", sa.String(64), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("revoked_at", TIMESTAMP),
+        **TABLE_OPTIONS,
     )
