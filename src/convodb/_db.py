@@ -144,7 +144,7 @@ class Database:
                 max_size=hot_path_connections,
                 timeouts=self.timeouts,
             )
-        self._backend = register_backend(self.engine, self._connections)
+        self._backend = register_backend(self.engine, self._connections, self.timeouts)
         _open_databases.add(self)
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import CheckConstraint, MetaData, Table, inspect
 from sqlalchemy.engine import Connection
 
 from ..errors import SchemaVersionError
+from ..storage import backend_class
 from . import BASELINE, HEAD, VERSION_TABLE, ahead_error, classify, select_version
 
 __all__ = [
@@ -238,4 +239,6 @@ _LOCKS: dict[str, Callable[[Connection], contextlib.AbstractContextManager[None]
 
 def _migration_transaction(connection: Connection) -> contextlib.AbstractContextManager[Any]:
     lock = _LOCKS.get(connection.dialect.name)
-    return lock(connection) if lock is not None else connection.begin()
+    if lock is not None:
+        return lock(connection)
+    return backend_class(connection.dialect)(connection.dialect).migration_transaction(connection)

@@ -5,6 +5,7 @@ database        module             driver (extra)
 ==============  =================  ==============================================
 SQLite          ``_sqlite``        aiosqlite, and threads of convodb's own
 PostgreSQL      ``_postgresql``    asyncpg (``postgres``), and a pool of its own
+MariaDB, MySQL  ``_mysql``         asyncmy (``mysql``), through the engine's pool
 ==============  =================  ==============================================
 
 Every difference between databases lives in its module; the service calls a ``Backend`` and
@@ -37,6 +38,7 @@ from ._base import (
     unchecked,
 )
 from ._base import translate_error as _translate_error
+from ._mysql import MySQLBackend
 from ._postgresql import PostgresBackend
 from ._sqlite import SQLiteBackend
 
@@ -57,9 +59,10 @@ __all__ = [
 ]
 
 BACKENDS: dict[str, type[Backend]] = {
-    backend.name: backend for backend in (SQLiteBackend, PostgresBackend)
+    backend.name: backend for backend in (SQLiteBackend, PostgresBackend, MySQLBackend)
 }
 """Each supported database's Backend, by SQLAlchemy dialect name."""
+BACKENDS["mariadb"] = MySQLBackend  # SQLAlchemy's name for an engine made by a mariadb:// URL
 _SCHEMES = {scheme: backend for backend in BACKENDS.values() for scheme in backend.schemes}
 
 
@@ -94,9 +97,14 @@ def backend_class(dialect: Dialect | URL) -> type[Backend]:
 
 
 def engine_options(url: URL, *, max_connections: int, timeouts: Timeouts) -> dict[str, Any]:
-    """Keyword arguments for ``create_async_engine`` that the database needs."""
+    """Keyword arguments for ``create_async_engine`` that the database needs: the engine's
+    pool gets a quarter of ``max_connections``, or all of them where the hot path has no
+    connections of its own."""
+    backend = backend_class(url)
     pool_size, _ = engine_budget(max_connections)
-    return backend_class(url).engine_options(url, pool_size=pool_size, timeouts=timeouts)
+    if not backend.has_driver_connections:
+        pool_size = max_connections
+    return backend.engine_options(url, pool_size=pool_size, timeouts=timeouts)
 
 
 def translate_error(exc: BaseException) -> ConvodbError | None:
@@ -109,12 +117,14 @@ def translate_error(exc: BaseException) -> ConvodbError | None:
 _backends: weakref.WeakKeyDictionary[Engine, Backend] = weakref.WeakKeyDictionary()
 
 
-def register_backend(engine: AsyncEngine, connections: DriverConnections | None) -> Backend:
+def register_backend(
+    engine: AsyncEngine, connections: DriverConnections | None, timeouts: Timeouts
+) -> Backend:
     """Make and configure the Backend of ``engine``, with the hot path's own driver
     connections; its schema version is to be checked on first use."""
     backend = _backends[engine.sync_engine] = backend_class(engine.dialect)(engine.dialect)
     backend.connections = connections
-    backend.configure(engine)
+    backend.configure(engine, timeouts)
     set_schema_checked(backend, False)
     return backend
 

@@ -36,10 +36,11 @@ from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import JSON, Select, Table, event
 from sqlalchemy.engine import URL, Connection, Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.elements import ColumnElement
 
 from .. import _statements as statements
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
@@ -51,6 +52,7 @@ __all__ = [
     "Timeouts",
     "driver",
     "engine_budget",
+    "one_loop_per_connection",
     "set_schema_checked",
     "translate_error",
 ]
@@ -135,6 +137,9 @@ class Backend:
     """The package extra that installs the driver; ``None``: a core dependency."""
     upgrades_on_open: ClassVar[bool] = False
     """A schema behind the code's is migrated on first use (else: SchemaVersionError)."""
+    has_driver_connections: ClassVar[bool] = False
+    """Whether :meth:`driver_connections` gives the hot path connections of its own (then
+    the engine's pool gets a quarter of the connection budget, else all of it)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -170,8 +175,12 @@ class Backend:
         """
         return None
 
-    def configure(self, engine: AsyncEngine) -> None:
-        """Install per-connection set-up and the translation of connect errors."""
+    def configure(self, engine: AsyncEngine, timeouts: Timeouts | None = None) -> None:
+        """Install per-connection set-up and the translation of connect errors.
+
+        Args:
+            timeouts: the ``Database``'s, for settings a database applies per connection.
+        """
         backend = self
 
         @event.listens_for(engine.sync_engine, "handle_error")
@@ -286,10 +295,19 @@ class Backend:
         return (await session.execute(statement)).one_or_none()
 
     async def update_returning(
-        self, session: AsyncSession, statement: Update, columns: Sequence[Any]
+        self,
+        session: AsyncSession,
+        statement: Update,
+        columns: Sequence[Any],
+        key: ColumnElement[bool] | None = None,
     ) -> Sequence[Any] | None:
         """Run an UPDATE of at most one row; the row's ``columns`` after it, or ``None``
-        when no row matched."""
+        when no row matched.
+
+        Args:
+            key: what finds the row after the update, where the statement's own condition
+                would not (it tests a column the update changes); by default that condition.
+        """
         return (await session.execute(statement.returning(*columns))).one_or_none()
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
@@ -414,6 +432,31 @@ async def driver(backend: Backend, session: AsyncSession, *, own: bool) -> Async
             if isinstance(backend.translate(exc), StoreUnavailableError):
                 await connection.invalidate()  # never hand a broken connection to the next caller
             raise
+
+
+_LOOP = "convodb.loop"
+
+
+def one_loop_per_connection(engine: AsyncEngine, backend: Backend) -> None:
+    """Never hand out a connection on an event loop other than the one it was made on.
+
+    asyncpg's and asyncmy's connections belong to their loop: after ``asyncio.run`` has
+    returned, the pool's connections are unusable on the next loop. A checkout on another
+    loop gives the connection up (the socket goes with the garbage collector: its loop is
+    gone) and opens a new one. aiosqlite connections answer on any loop and need none of this.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _remember_loop(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LOOP] = backend.engine_loop = asyncio.get_running_loop()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _same_loop(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get(_LOOP) is not asyncio.get_running_loop():
+            raw = dbapi_connection.driver_connection
+            with contextlib.suppress(Exception):  # marks it closed; its loop cannot close it
+                (raw.terminate if hasattr(raw, "terminate") else raw.close)()
+            raise DisconnectionError("the connection belongs to another event loop")
 
 
 def translate_error(

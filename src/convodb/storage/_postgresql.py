@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Select, Table, event
+from sqlalchemy import Select, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
-from ._base import Backend, DriverConnections, Timeouts, driver
+from ._base import Backend, DriverConnections, Timeouts, driver, one_loop_per_connection
 
 __all__ = ["APPEND", "ARRAY_COLUMNS", "PgConnections", "PostgresBackend"]
 
@@ -57,6 +56,7 @@ class PostgresBackend(Backend):
     schemes = ("postgresql", "postgres")  # postgres://: Heroku-style URLs
     driver_name = "asyncpg"
     extra = "postgres"
+    has_driver_connections = True
 
     @classmethod
     def engine_options(cls, url: URL, *, pool_size: int, timeouts: Timeouts) -> dict[str, Any]:
@@ -95,9 +95,9 @@ class PostgresBackend(Backend):
             kwargs["statement_cache_size"] = cache_size
         return PgConnections(kwargs, max_size=max_size, timeouts=timeouts)
 
-    def configure(self, engine: AsyncEngine) -> None:
-        super().configure(engine)
-        _one_loop_per_connection(engine, self)
+    def configure(self, engine: AsyncEngine, timeouts: Timeouts | None = None) -> None:
+        super().configure(engine, timeouts)
+        one_loop_per_connection(engine, self)
 
     @classmethod
     def classify(cls, error: BaseException) -> ConvodbError | None:
@@ -254,30 +254,6 @@ WITH c AS (
 )
 SELECT last_seq FROM c
 """
-
-
-_LOOP = "convodb.loop"
-
-
-def _one_loop_per_connection(engine: AsyncEngine, backend: Backend) -> None:
-    """Never hand out an asyncpg connection on an event loop other than the one it was made on.
-
-    asyncpg connections belong to their loop: after ``asyncio.run`` has returned, the pool's
-    connections are unusable on the next loop. A checkout on another loop gives the
-    connection up (the socket goes with the garbage collector: its loop is gone) and opens a
-    new one. aiosqlite connections answer on any loop and need none of this.
-    """
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _remember_loop(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_LOOP] = backend.engine_loop = asyncio.get_running_loop()
-
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _same_loop(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        if record.info.get(_LOOP) is not asyncio.get_running_loop():
-            with contextlib.suppress(Exception):  # marks it closed; its loop cannot close it
-                dbapi_connection.driver_connection.terminate()
-            raise DisconnectionError("the connection belongs to another event loop")
 
 
 class PgConnections:

@@ -76,6 +76,7 @@ class SQLiteBackend(Backend):
     schemes = ("sqlite",)
     driver_name = "aiosqlite"
     upgrades_on_open = True  # the embedded default: nobody else is there to run the upgrade
+    has_driver_connections = True
 
     @classmethod
     def engine_options(cls, url: URL, *, pool_size: int, timeouts: Timeouts) -> dict[str, Any]:
@@ -113,8 +114,8 @@ class SQLiteBackend(Backend):
         kwargs.pop("check_same_thread", None)  # each connection stays in its one thread
         return SqliteThreads(list(args), kwargs, readers=SQLITE_READERS)
 
-    def configure(self, engine: AsyncEngine) -> None:
-        super().configure(engine)
+    def configure(self, engine: AsyncEngine, timeouts: Timeouts | None = None) -> None:
+        super().configure(engine, timeouts)
         in_memory = engine.url.database in (None, "", ":memory:")
 
         @event.listens_for(engine.sync_engine, "connect")
