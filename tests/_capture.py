@@ -2,7 +2,8 @@
 
 convodb runs its hot path on driver connections of its own (or the session's) and the rest
 through SQLAlchemy, so the statements are captured at the driver: sqlite3's trace callback
-(SQL with values expanded) and asyncpg's query logger (SQL and arguments).
+(SQL with values expanded) and asyncpg's query logger (SQL and arguments). On MariaDB every
+statement goes through SQLAlchemy, whose cursor events see them all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
     """Capture on every connection opened inside the block (the pool is emptied first)."""
     statements: list[Statement] = []
     sqlite = db.dialect_name == "sqlite"
+    mysql = db.dialect_name == "mysql"
 
     def on_sqlite(sql: str) -> None:
         found = re.search(r"LIMIT (\d+)", sql)
@@ -46,10 +48,17 @@ async def captured_statements(db: Database) -> AsyncIterator[list[Statement]]:
         on_postgres(query.query, query.args)
 
     def on_sqlalchemy(_c: Any, _cur: Any, sql: str, params: Any, *_: Any) -> None:
-        on_postgres(sql, params)
+        if not mysql:
+            on_postgres(sql, params)
+            return
+        found = re.search(r"LIMIT %s", sql)
+        limit = int(params[sql[: found.start()].count("%s")]) if found else None
+        statements.append(Statement(" ".join(sql.split()), limit))
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         driver = dbapi_connection.driver_connection
+        if mysql:
+            return
         if sqlite:
             await_(driver.set_trace_callback(on_sqlite))
         else:

@@ -5,8 +5,10 @@ and never ask which database they got. PostgreSQL gets a fresh ``convodb_test_<h
 per test run, dropped at the end; SQLite a new file per test.
 
 PostgreSQL is found at ``CONVODB_TEST_POSTGRES_URL`` (default: the local server's ``test``
-database). When it is unreachable, its half of the suite is skipped with one reason, except
-under CI (``CI=true``), where that is a failure.
+database), MariaDB at ``CONVODB_TEST_MARIADB_URL`` (default: the local server as root); each
+gets a ``convodb_test_<hex>`` database of its own for the run, dropped at the end. When a
+server is unreachable, its part of the suite is skipped with one reason, except under CI
+(``CI=true``), where that is a failure.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 POSTGRES_URL = os.environ.get(
     "CONVODB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-BACKENDS = ["sqlite", "postgresql"]
+MARIADB_URL = os.environ.get("CONVODB_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -97,6 +100,58 @@ def postgres_url() -> Iterator[str]:
         asyncio.run(_drop_database(name))
 
 
+def _mariadb_server() -> URL:
+    return make_url(MARIADB_URL).set(drivername="mysql+asyncmy")
+
+
+async def _mariadb_admin(statement: str) -> None:
+    engine = create_async_engine(_mariadb_server())
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _create_mariadb_database(name: str) -> None:
+    await _mariadb_admin(
+        f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
+    )
+
+
+async def _drop_mariadb_database(name: str) -> None:
+    await _mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def _mariadb_database_url(name: str) -> str:
+    return make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A fresh MariaDB database for this test run, with convodb's schema."""
+    name = f"convodb_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_create_mariadb_database(name))
+    except Exception as exc:
+        message = f"MariaDB unreachable at {_mariadb_server().render_as_string()}: {exc!r:.200}"
+        if IN_CI:
+            pytest.fail(f"{message} (CI requires MariaDB)", pytrace=False)
+        pytest.skip(message)
+    url = _mariadb_database_url(name)
+
+    async def create_schema() -> None:
+        database = Database(url)
+        await database.create_all()
+        await database.dispose()
+
+    try:
+        asyncio.run(create_schema())
+        yield url
+    finally:
+        asyncio.run(_drop_mariadb_database(name))
+
+
 @asynccontextmanager
 async def empty_postgres_database() -> AsyncIterator[str]:
     """The URL of a new, empty PostgreSQL database of its own, dropped afterwards. Ask for
@@ -116,6 +171,15 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
+    if request.param == "mariadb":
+        request.getfixturevalue("mariadb_url")
+        name = f"convodb_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_create_mariadb_database(name))
+        try:
+            yield _mariadb_database_url(name)
+        finally:
+            asyncio.run(_drop_mariadb_database(name))
+        return
     request.getfixturevalue("postgres_url")
     name = f"convodb_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_create_database(name))
@@ -129,6 +193,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'convodb.db'}"
+    if request.param == "mariadb":
+        return str(request.getfixturevalue("mariadb_url"))
     return str(request.getfixturevalue("postgres_url"))
 
 
@@ -138,10 +204,14 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
     if database.dialect_name == "sqlite":
         await database.create_all()
-    else:
+    elif database.dialect_name == "postgresql":
         names = ", ".join(t.name for t in tables())
         async with database.engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    else:  # MariaDB: TRUNCATE refuses tables that foreign keys point to
+        async with database.engine.begin() as conn:
+            for table in reversed(tables()):
+                await conn.execute(table.delete())
     try:
         yield database
     finally:

@@ -30,6 +30,9 @@ from ._store import state
         ("postgresql://u@h/db", "postgresql+asyncpg"),
         ("postgres://u@h/db", "postgresql+asyncpg"),
         ("postgresql+psycopg://u@h/db", "postgresql+asyncpg"),
+        ("mysql://u@h/db", "mysql+asyncmy"),
+        ("mariadb://u@h/db", "mysql+asyncmy"),
+        ("mysql+aiomysql://u@h/db", "mysql+asyncmy"),
     ],
 )
 async def test_plain_urls_get_the_async_driver(url: str, driver: str) -> None:
@@ -122,8 +125,14 @@ async def test_busy_sqlite_raises_store_busy_and_stores_nothing(tmp_path: Path) 
         assert (await state(database, cid)).messages == 0
 
 
-async def test_unreachable_postgres_raises_store_unavailable() -> None:
-    async with Database("postgresql://postgres@127.0.0.1:9/nothing") as database:
+UNREACHABLE = ["postgresql://postgres@127.0.0.1:9/nothing", "mysql://root@127.0.0.1:9/nothing"]
+# Servers that answer, but refuse: no such database.
+REFUSING = ["mysql://root@127.0.0.1:3306/convodb_no_such_database"]
+
+
+@pytest.mark.parametrize("url", UNREACHABLE + REFUSING)
+async def test_unreachable_server_raises_store_unavailable(url: str) -> None:
+    async with Database(url, connect_timeout=2) as database:
         async with database.session() as session:
             with pytest.raises(StoreUnavailableError):
                 await ConversationService(session).get_conversation("c1", "alice")
@@ -139,8 +148,9 @@ async def test_ping_without_the_schema_is_store_unavailable(tmp_path: Path) -> N
             await database.ping()
 
 
-async def test_ping_of_unreachable_postgres_is_store_unavailable() -> None:
-    async with Database("postgresql://postgres@127.0.0.1:9/nothing") as database:
+@pytest.mark.parametrize("url", UNREACHABLE + REFUSING)
+async def test_ping_of_unreachable_server_is_store_unavailable(url: str) -> None:
+    async with Database(url, connect_timeout=2) as database:
         with pytest.raises(StoreUnavailableError):
             await database.ping()
 

@@ -129,6 +129,12 @@ def _expected(url: str) -> dict[str, Any]:
     return expected
 
 
+# convodb 0.1.0 ran on SQLite and PostgreSQL only: its databases exist on those.
+V0_1_0_DATABASES = pytest.mark.parametrize(
+    "empty_database_url", ["sqlite", "postgresql"], indirect=True
+)
+
+
 # -- the revisions --------------------------------------------------------------------------
 
 
@@ -177,6 +183,7 @@ async def test_downgrading_to_the_baseline_gives_the_baseline_schema(
     assert await _run(empty_database_url, down_and_up) == ([], [])
 
 
+@V0_1_0_DATABASES
 async def test_the_baseline_is_exactly_what_0_1_0_created(empty_database_url: str) -> None:
     await _restore_v0_1_0(empty_database_url)
     assert await _run(empty_database_url, lambda c: _drift(c, baseline_metadata())) == []
@@ -186,6 +193,7 @@ async def test_the_baseline_is_exactly_what_0_1_0_created(empty_database_url: st
 # -- upgrading convodb 0.1.0's databases, and refusing what is not a known schema ---------------
 
 
+@V0_1_0_DATABASES
 async def test_a_0_1_0_database_upgrades_in_place_with_nothing_lost(
     empty_database_url: str,
 ) -> None:
@@ -247,6 +255,7 @@ async def test_a_schema_migrated_by_a_newer_convodb_is_refused(empty_database_ur
                 await ConversationService(session).list_conversations("alice")
 
 
+@V0_1_0_DATABASES
 async def test_unversioned_tables_that_are_not_0_1_0s_are_refused_untouched(
     empty_database_url: str,
 ) -> None:

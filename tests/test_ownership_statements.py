@@ -43,7 +43,11 @@ def assert_ownership_first(statements: list[str]) -> None:
     locked = False
     for statement in statements:
         owner_checked = "user_id" in statement
-        if "UPDATE conversations" in statement and owner_checked:
+        # The row lock: UPDATE ... RETURNING, or SELECT ... FOR UPDATE where there is none.
+        lock = "UPDATE conversations" in statement or (
+            "FROM conversations" in statement and statement.endswith("FOR UPDATE")
+        )
+        if lock and owner_checked:
             locked = True
         if "FROM messages" in statement or "FROM summaries" in statement:
             assert owner_checked or locked, f"reads rows before ownership: {statement}"

@@ -117,6 +117,15 @@ async def _install_failing_insert(db: Database) -> None:
                     "BEGIN SELECT RAISE(ABORT, 'boom'); END"
                 )
             )
+        elif db.dialect_name == "mysql":
+            await conn.execute(text("DROP TRIGGER IF EXISTS boom"))
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER boom BEFORE INSERT ON messages FOR EACH ROW BEGIN "
+                    "IF NEW.content = 'boom' THEN SIGNAL SQLSTATE '45000' "
+                    "SET MESSAGE_TEXT = 'boom'; END IF; END"
+                )
+            )
         else:
             await conn.execute(
                 text(
@@ -139,7 +148,7 @@ async def _remove_failing_insert(db: Database) -> None:
         await conn.execute(
             text(
                 "DROP TRIGGER IF EXISTS boom"
-                + ("" if db.dialect_name == "sqlite" else " ON messages")
+                + (" ON messages" if db.dialect_name == "postgresql" else "")
             )
         )
 
