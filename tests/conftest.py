@@ -90,7 +90,7 @@ def postgres_url() -> Iterator[str]:
 
     async def create_schema() -> None:
         database = Database(url)
-        await database.create_all()
+        await database.create_all(api_keys=True)
         await database.dispose()
 
     try:
@@ -142,7 +142,7 @@ def mariadb_url() -> Iterator[str]:
 
     async def create_schema() -> None:
         database = Database(url)
-        await database.create_all()
+        await database.create_all(api_keys=True)
         await database.dispose()
 
     try:
@@ -200,17 +200,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    """An empty convodb database on each supported backend."""
+    """An empty convodb database on each supported backend, with the HTTP service's
+    ``api_keys`` table."""
     database = Database(database_url)
     if database.dialect_name == "sqlite":
-        await database.create_all()
+        await database.create_all(api_keys=True)
     elif database.dialect_name == "postgresql":
-        names = ", ".join(t.name for t in tables())
+        names = ", ".join(t.name for t in tables(with_api_keys=True))
         async with database.engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {names} CASCADE"))
     else:  # MariaDB: TRUNCATE refuses tables that foreign keys point to
         async with database.engine.begin() as conn:
-            for table in reversed(tables()):
+            for table in reversed(tables(with_api_keys=True)):
                 await conn.execute(table.delete())
     try:
         yield database

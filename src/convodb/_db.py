@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from . import migrations
+from ._models import api_keys as api_keys_table
 from ._models import conversations, tables
 from .errors import StoreUnavailableError
 from .storage import (
@@ -159,11 +160,16 @@ class Database:
         theirs = self._engine_kwargs
         return options | {**theirs, "connect_args": _merged_connect_args(options, theirs)}
 
-    async def create_all(self) -> None:
+    async def create_all(self, *, api_keys: bool = False) -> None:
         """Create convodb's schema, or bring it to the version this convodb needs.
 
         The same as :meth:`upgrade`: an empty database gets the current schema (and its
         version); a database made by an older convodb is migrated in place, its data kept.
+
+        Args:
+            api_keys: also create the HTTP service's ``api_keys`` table (``ApiKeyService``)
+                if it is missing. ``convodb serve`` and ``convodb keys`` ask for it; a
+                library that never serves HTTP has no use for it.
 
         Raises:
             SchemaVersionError: the database was migrated by a newer convodb, or has convodb
@@ -171,9 +177,9 @@ class Database:
             StoreUnavailableError: the database cannot be reached.
             StoreBusyError: another transaction holds a lock.
         """
-        await self.upgrade()
+        await self.upgrade(api_keys=api_keys)
 
-    async def upgrade(self) -> None:
+    async def upgrade(self, *, api_keys: bool = False) -> None:
         """Migrate the database to the schema this convodb needs (``convodb db upgrade``).
 
         An empty database gets the current schema; one at an older revision gets the
@@ -181,6 +187,9 @@ class Database:
         0.1.0's schema and migrated from there. It all happens in one transaction, with no
         statement timeout (a migration may rewrite a large table), and concurrent upgraders
         wait for each other. Nothing is done when the schema is current already.
+
+        Args:
+            api_keys: also create the HTTP service's ``api_keys`` table if it is missing.
 
         Raises:
             SchemaVersionError: the database was migrated by a newer convodb, or has convodb
@@ -190,10 +199,14 @@ class Database:
                 timeout).
         """
         current, head = await self.schema_version()
-        if current != head:
+        if current != head or (api_keys and not await self._has_table(api_keys_table.name)):
             async with self._migration_engine() as engine:
-                await _upgrade(engine)
+                await _upgrade(engine, with_api_keys=api_keys)
         set_schema_checked(self._backend, True)
+
+    async def _has_table(self, name: str) -> bool:
+        async with _translated(), self.engine.connect() as conn:
+            return await conn.run_sync(lambda sync: inspect(sync).has_table(name))
 
     async def schema_version(self) -> tuple[str | None, str]:
         """``(the database's schema revision, the one this convodb needs)``.
@@ -225,10 +238,11 @@ class Database:
             await engine.dispose()
 
     async def drop_all(self) -> None:
-        """Drop convodb's tables, everything in them, and its schema version."""
+        """Drop convodb's tables (``api_keys`` too), everything in them, and its schema version."""
 
         def drop(connection: Any) -> None:
-            tables()[0].metadata.drop_all(connection, tables=tables())
+            every = tables(with_api_keys=True)
+            every[0].metadata.drop_all(connection, tables=every, checkfirst=True)
             migrations.version_table.drop(connection, checkfirst=True)
 
         async with _translated(), self.engine.begin() as conn:
@@ -403,7 +417,7 @@ async def _check_schema(engine: AsyncEngine, backend: Backend) -> None:
     set_schema_checked(backend, True)
 
 
-async def _upgrade(engine: AsyncEngine) -> None:
+async def _upgrade(engine: AsyncEngine, *, with_api_keys: bool = False) -> None:
     from .migrations._run import upgrade  # Alembic: imported only when there is work for it
 
     # Alembic keeps the running migration in process-global proxies (alembic.context,
@@ -415,7 +429,7 @@ async def _upgrade(engine: AsyncEngine) -> None:
         await asyncio.sleep(0.01)
     try:
         async with _translated(), engine.connect() as conn:
-            await conn.run_sync(upgrade)
+            await conn.run_sync(upgrade, with_api_keys=with_api_keys)
     finally:
         _migrating.release()
 

@@ -10,8 +10,11 @@ answer takes the same time whether the id exists or not.
 A key is either bound to one user (every request it signs acts as that user) or is a service
 key (``user_id`` is ``None``) for a trusted backend, which names the user on each request.
 
-``api_keys`` is small and read by its id only, and shares no key with the conversation tables:
-on a Citus cluster it is a reference table, replicated to every node.
+The ``api_keys`` table (``convodb._models.ApiKey``) is the HTTP service's, not the library's:
+``Database.create_all()`` leaves it out and ``create_all(api_keys=True)`` adds it, as
+``convodb serve`` and ``convodb keys`` do. It is small and read by its id only, and shares no
+key with the conversation tables: on a Citus cluster it is a reference table, replicated to
+every node.
 """
 
 from __future__ import annotations
@@ -23,17 +26,17 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from sqlalchemy import Column, String, Table, and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import Field, SQLModel
 
 from ._cursor import decode_cursor, encode_cursor
 from ._db import read_transaction, write_transaction
 from ._ids import new_id
+from ._models import API_KEY_ID_LENGTH, API_KEY_NAME_LENGTH, ApiKey, api_keys
 from ._records import Page
-from ._types import MYSQL_TABLE_OPTIONS, DateTimeUTC, utcnow
+from ._types import utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
 from .storage import backend_for
 
@@ -41,32 +44,9 @@ __all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys
 
 TOKEN_PREFIX = "cdb_"
 """Every convodb API key starts with this, so a bearer token is told from a JWT at a glance."""
-_ID_LENGTH = 32  # a UUIDv7 as hex
-_NAME_LENGTH = 255
 # Compared against when the key id is unknown, so that a miss costs what a hit costs.
 _DUMMY_DIGEST = hashlib.sha256(b"convodb: no such key").hexdigest()
 
-
-class ApiKey(SQLModel, table=True):
-    """An API key of the HTTP service; the secret itself is never stored."""
-
-    __tablename__: ClassVar[str] = "api_keys"
-    __table_args__ = (MYSQL_TABLE_OPTIONS,)
-
-    id: str = Field(sa_column=Column(String(_ID_LENGTH), primary_key=True))
-    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
-    """The user every request signed with the key acts as; ``None`` for a service key."""
-    name: str | None = Field(default=None, sa_column=Column(String(_NAME_LENGTH)))
-    """What the key is for, shown by ``convodb keys list``."""
-    secret_hash: str = Field(sa_column=Column(String(64), nullable=False))
-    """SHA-256 of the secret, hex."""
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
-    )
-    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTimeUTC))
-
-
-api_keys: Table = ApiKey.__table__  # type: ignore[attr-defined]
 
 _COLUMNS = (
     api_keys.c.id,
@@ -115,7 +95,7 @@ def _parse(token: str) -> tuple[str, str] | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
     key_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
-    if not sep or len(key_id) != _ID_LENGTH or not secret or len(secret) > 256:
+    if not sep or len(key_id) != API_KEY_ID_LENGTH or not secret or len(secret) > 256:
         return None
     return key_id, secret
 
@@ -147,7 +127,7 @@ class ApiKeyService:
             ValidationError: ``user_id`` or ``name`` is invalid.
         """
         uid = None if user_id is None else check_user_id(user_id)
-        label = None if name is None else check_text("name", name, max_length=_NAME_LENGTH)
+        label = None if name is None else check_text("name", name, max_length=API_KEY_NAME_LENGTH)
         key_id = new_id().replace("-", "")
         secret = secrets.token_urlsafe(32)
         record = StoredApiKey(key_id, uid, label, utcnow(), None)

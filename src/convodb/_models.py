@@ -36,10 +36,12 @@ from ._types import MYSQL_TABLE_OPTIONS, Blob, DateTimeUTC, JSONType, LongText, 
 
 __all__ = [
     "ROLES",
+    "ApiKey",
     "Attachment",
     "Conversation",
     "Message",
     "Summary",
+    "api_keys",
     "attachments",
     "conversations",
     "messages",
@@ -56,6 +58,8 @@ TOOL_FIELD_LENGTH = 255
 KEY_LENGTH = 255
 TITLE_LENGTH = 1024
 MEDIA_TYPE_LENGTH = 255
+API_KEY_ID_LENGTH = 32  # a UUIDv7 as hex
+API_KEY_NAME_LENGTH = 255
 
 
 class Conversation(SQLModel, table=True):
@@ -181,15 +185,38 @@ class Attachment(SQLModel, table=True):
     )
 
 
+class ApiKey(SQLModel, table=True):
+    """An API key of the HTTP service; the secret itself is never stored.
+
+    Not one of :func:`tables`: ``create_all(api_keys=True)`` creates it (see ``convodb._keys``).
+    """
+
+    __tablename__: ClassVar[str] = "api_keys"
+    __table_args__ = (MYSQL_TABLE_OPTIONS,)
+
+    id: str = Field(sa_column=Column(String(API_KEY_ID_LENGTH), primary_key=True))
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    """The user every request signed with the key acts as; ``None`` for a service key."""
+    name: str | None = Field(default=None, sa_column=Column(String(API_KEY_NAME_LENGTH)))
+    """What the key is for, shown by ``convodb keys list``."""
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    """SHA-256 of the secret, hex."""
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
+    )
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTimeUTC))
+
+
 # The Core tables behind the models, for the hot path's statements.
 conversations: Table = Conversation.__table__  # type: ignore[attr-defined]
 messages: Table = Message.__table__  # type: ignore[attr-defined]
 summaries: Table = Summary.__table__  # type: ignore[attr-defined]
 attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
+api_keys: Table = ApiKey.__table__  # type: ignore[attr-defined]
 
 
-def tables() -> list[Table]:
-    """convodb's own tables, in creation order (not the rest of ``SQLModel.metadata``)."""
-    from ._keys import api_keys  # the HTTP service's keys; imported here to avoid a cycle
-
-    return [conversations, messages, summaries, attachments, api_keys]
+def tables(*, with_api_keys: bool = False) -> list[Table]:
+    """convodb's tables in creation order (not the rest of ``SQLModel.metadata``): the
+    library's, and the HTTP service's ``api_keys`` when asked for."""
+    library = [conversations, messages, summaries, attachments]
+    return [*library, api_keys] if with_api_keys else library

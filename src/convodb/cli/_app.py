@@ -103,9 +103,13 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise _fail(f"database error: {exc.orig}") from None
 
 
-async def _with_database(url: str | Database, work: Callable[[Database], Awaitable[T]]) -> T:
+async def _with_database(
+    url: str | Database, work: Callable[[Database], Awaitable[T]], *, api_keys: bool = False
+) -> T:
     async with Database(url) if isinstance(url, str) else url as db:
-        await db.create_all()  # idempotent: every command works on a fresh database
+        # Idempotent: every command works on a fresh database. api_keys: the HTTP service's
+        # table, for the commands that manage keys and for serve.
+        await db.create_all(api_keys=api_keys)
         return await work(db)
 
 
@@ -197,7 +201,7 @@ def keys_create(
         async with db.session() as session:
             return await ApiKeyService(session).create(user, name=name)
 
-    created = _run(lambda: _with_database(database_url, work))
+    created = _run(lambda: _with_database(database_url, work, api_keys=True))
     if quiet:
         typer.echo(created.token)
         return
@@ -226,7 +230,7 @@ def keys_list(
                     return found
                 cursor = page.next_cursor
 
-    found = _run(lambda: _with_database(database_url, work))
+    found = _run(lambda: _with_database(database_url, work, api_keys=True))
     if not found:
         typer.echo("No API keys. Create one with: convodb keys create --user USER")
         return
@@ -262,7 +266,7 @@ def keys_revoke(
         async with db.session() as session:
             return await ApiKeyService(session).revoke(key_id)
 
-    revoked = _run(lambda: _with_database(database_url, work))
+    revoked = _run(lambda: _with_database(database_url, work, api_keys=True))
     if revoked is None:
         raise _fail(f"no API key with id {shown}; see: convodb keys list --all")
     typer.echo(f"Revoked API key {revoked.id} ({_when(revoked.revoked_at)}).")
@@ -370,7 +374,7 @@ def serve(
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     if settings.create_schema:
-        _run(lambda: _with_database(settings.database(), _ready))
+        _run(lambda: _with_database(settings.database(), _ready, api_keys=settings.api_keys))
     if settings.dev:
         banner = "!" * 78
         typer.secho(

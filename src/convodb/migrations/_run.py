@@ -26,7 +26,6 @@ from . import BASELINE, HEAD, VERSION_TABLE, ahead_error, classify, select_versi
 __all__ = [
     "baseline_metadata",
     "convodb_tables",
-    "revisions",
     "schema_differences",
     "upgrade",
 ]
@@ -46,15 +45,6 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
-@cache
-def revisions() -> frozenset[str]:
-    """Every revision this code has."""
-    script = _script()
-    heads = script.get_heads()
-    assert heads == [HEAD], f"HEAD is {HEAD!r}, but the revisions' heads are {heads}"
-    return frozenset(r.revision for r in script.walk_revisions())
-
-
 def _stamped(connection: Connection) -> str | None:
     """``read_version`` inside a transaction: no statement that can fail."""
     if not inspect(connection).has_table(VERSION_TABLE):
@@ -68,10 +58,11 @@ def convodb_tables(connection: Connection) -> list[str]:
     return sorted(present & _known_table_names())
 
 
-def upgrade(connection: Connection) -> None:
+def upgrade(connection: Connection, *, with_api_keys: bool = False) -> None:
     """Bring the database to the head revision, or raise without touching it.
 
     Runs on a connection with no transaction, inside ``connection.run_sync``; commits.
+    ``with_api_keys``: also create the HTTP service's ``api_keys`` table if it is missing.
 
     Raises:
         SchemaVersionError: the database has a revision this code does not know, or
@@ -83,12 +74,14 @@ def upgrade(connection: Connection) -> None:
         if state == "unknown":
             raise ahead_error(current)
         if state == "head":
+            _create_api_keys(connection, with_api_keys)
             return
         config = _config(connection)
         if current is None:
             if not convodb_tables(connection):
                 _create_head_schema(connection)
                 command.stamp(config, HEAD)
+                _create_api_keys(connection, with_api_keys)
                 return
             differences = schema_differences(connection, baseline_metadata())
             if differences:
@@ -101,6 +94,7 @@ def upgrade(connection: Connection) -> None:
                 )
             command.stamp(config, BASELINE)  # verified just now, in this transaction
         command.upgrade(config, HEAD)
+        _create_api_keys(connection, with_api_keys)
 
 
 # -- comparing schemas ---------------------------------------------------------------------
@@ -177,14 +171,28 @@ def baseline_metadata() -> MetaData:
 def _known_table_names() -> frozenset[str]:
     from .._models import tables
 
-    return frozenset(t.name for t in tables()) | frozenset(baseline_metadata().tables)
+    names = {t.name for t in tables(with_api_keys=True)}
+    return frozenset(names) | frozenset(baseline_metadata().tables)
 
 
 def _create_head_schema(connection: Connection) -> None:
     from .._models import tables
 
-    convodb = tables()
-    convodb[0].metadata.create_all(connection, tables=convodb, checkfirst=False)
+    library = tables()
+    library[0].metadata.create_all(connection, tables=library, checkfirst=False)
+
+
+def _create_api_keys(connection: Connection, wanted: bool) -> None:
+    """The HTTP service's table, at the head revision's shape, unless it is there already.
+
+    Not part of the library's schema (see ``convodb._keys``): a database gets it when the
+    service or ``convodb keys`` asks, or had it from convodb 0.1.0, which created it for
+    everyone. A revision that changes it must therefore allow for its absence.
+    """
+    if wanted:
+        from .._models import api_keys
+
+        api_keys.create(connection, checkfirst=True)
 
 
 # -- the migration's transaction, per database ---------------------------------------------

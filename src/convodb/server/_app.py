@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         owned = settings.database()
         try:
             if settings.create_schema:
-                await owned.create_all()
+                await owned.create_all(api_keys=settings.api_keys)
             app.state.database = owned
             yield
         finally:
