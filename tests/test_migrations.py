@@ -40,10 +40,10 @@ from tests.fixtures.make_v0_1_0 import EXPECTED, POSTGRES_FIXTURE, SQLITE_FIXTUR
 MIGRATIONS = Path(migrations_package.__file__).parent
 
 
-def _models() -> MetaData:
+def _models(*, with_api_keys: bool = True) -> MetaData:
     """convodb's tables alone (``SQLModel.metadata`` may hold other tables too)."""
     metadata = MetaData()
-    for table in tables():
+    for table in tables(with_api_keys=with_api_keys):
         table.to_metadata(metadata)
     return metadata
 
@@ -51,7 +51,9 @@ def _models() -> MetaData:
 def _drift(connection: Connection, metadata: MetaData) -> list[Any]:
     """What ``compare_metadata`` finds between the database and ``metadata`` (convodb's tables
     only), plus check constraints by name, which autogenerate does not compare."""
-    names = {t.name for t in metadata.tables.values()} | {t.name for t in tables()}
+    names = {t.name for t in metadata.tables.values()} | {
+        t.name for t in tables(with_api_keys=True)
+    }
     context = MigrationContext.configure(
         connection,
         opts={
@@ -148,6 +150,8 @@ def test_revisions_are_named_and_form_one_line() -> None:
         assert Path(revision.module.__file__).stem == revision.revision
         assert re.fullmatch(r"[a-z][a-z0-9_]*", revision.revision), revision.revision
         assert len(revision.revision) <= 32  # the version table's column
+    # What a Database reads, without Alembic, to tell an older revision from a newer one's
+    assert migrations_package.known_revisions() == {r.revision for r in script.walk_revisions()}
 
 
 async def test_the_revisions_build_exactly_the_models_schema(empty_database_url: str) -> None:
@@ -166,6 +170,11 @@ async def test_create_all_builds_the_same_schema_and_stamps_head(empty_database_
         await db.create_all()
         assert await db.schema_version() == (HEAD, HEAD)
         await db.create_all()  # again: nothing to do
+        async with db.engine.connect() as conn:
+            # The library's tables only: no api_keys, which is the HTTP service's
+            assert await conn.run_sync(_drift, _models(with_api_keys=False)) == []
+            assert await conn.run_sync(_version) == [HEAD]
+        await db.create_all(api_keys=True)  # as `convodb serve` and `convodb keys` do
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_drift, _models()) == []
             assert await conn.run_sync(_version) == [HEAD]

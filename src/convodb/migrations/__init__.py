@@ -34,6 +34,9 @@ revisions and comparing schemas live in ``convodb.migrations._run``.
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
+
 from sqlalchemy import Column, MetaData, String, Table, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -47,6 +50,7 @@ __all__ = [
     "ahead_error",
     "behind_error",
     "classify",
+    "known_revisions",
     "no_schema_error",
     "read_version",
     "version_table",
@@ -59,6 +63,7 @@ BASELINE = "baseline_0_1_0"
 """The revision whose schema is convodb 0.1.0's, which made no version table."""
 VERSION_TABLE = "convodb_alembic_version"
 """Where convodb's revision is stamped (Alembic's ``version_table``)."""
+_VERSIONS = Path(__file__).resolve().parent / "versions"
 
 version_table = Table(
     VERSION_TABLE, MetaData(), Column("version_num", String(32), primary_key=True)
@@ -72,9 +77,14 @@ def classify(current: str | None) -> str:
         return "head"
     if current is None:
         return "behind"
-    from ._run import revisions
+    return "behind" if current in known_revisions() else "unknown"
 
-    return "behind" if current in revisions() else "unknown"
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this code has: the names of ``versions/*.py`` (a revision file is named
+    after its revision, which a test checks), read without importing Alembic."""
+    return frozenset(path.stem for path in _VERSIONS.glob("*.py") if not path.stem.startswith("_"))
 
 
 def read_version(connection: Connection) -> str | None:
