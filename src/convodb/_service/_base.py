@@ -1,0 +1,99 @@
+"""What every part of ``ConversationService`` stands on: its session and settings, its
+transactions, and the ownership-checked reads and the lock that its methods share.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .. import _statements as sql
+from .._db import owns_transaction, read_transaction, write_transaction
+from .._validation import MAX_SEQ, Limits
+from ..errors import ConversationNotFoundError
+from ..storage import Backend, backend_for
+from ..tokens import TokenCounter, default_counter
+
+__all__ = ["NO_SEQ", "UNSET", "Order", "ServiceBase"]
+
+NO_SEQ = MAX_SEQ + 1  # above any seq: "from the newest message"
+UNSET: Final[Any] = object()
+Order = Literal["asc", "desc"]
+
+
+class ServiceBase:
+    """The state and shared internals of :class:`convodb.ConversationService`."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        limits: Limits | None = None,
+        commit: bool = True,
+        token_counter: TokenCounter | None = None,
+    ) -> None:
+        self.session = session
+        self.limits = limits or Limits()
+        self.token_counter = token_counter if token_counter is not None else _process_counter()
+        self._commit = commit
+
+    async def _lock(self, cid: str, uid: str) -> int:
+        """Lock the user's conversation until the transaction ends; returns its ``last_seq``."""
+        last_seq = await self._backend.lock(self.session, cid, uid)
+        if last_seq is None:
+            raise ConversationNotFoundError(cid)
+        return last_seq
+
+    async def _head(self, cid: str, uid: str, *, own: bool) -> tuple[int, int, str | None]:
+        """``(last_seq, newest summary's upto_seq or 0, its text)`` of the user's conversation."""
+        params = {"cid": cid, "uid": uid}
+        rows = await self._backend.rows(self.session, sql.HEAD, params, own=own)
+        if not rows:
+            raise ConversationNotFoundError(cid)
+        last_seq, upto_seq, text = rows[0][:3]
+        return int(last_seq), int(upto_seq or 0), text
+
+    def _write(self) -> AbstractAsyncContextManager[None]:
+        return write_transaction(self.session, commit=self._commit)
+
+    def _read(self) -> AbstractAsyncContextManager[bool]:
+        return read_transaction(self.session, commit=self._commit)
+
+    def _owns(self) -> bool:
+        return owns_transaction(self.session, commit=self._commit)
+
+    @property
+    def _backend(self) -> Backend:
+        return backend_for(self.session)
+
+    async def _select_conversation(self, cid: str, uid: str) -> Sequence[Any] | None:
+        result = await self.session.execute(sql.SELECT_CONVERSATION, {"cid": cid, "uid": uid})
+        return result.one_or_none()
+
+    async def _insert_conversation(self, values: dict[str, Any]) -> Sequence[Any] | None:
+        return await self._backend.insert_conversation(self.session, values)
+
+    async def _owned_rows(
+        self, statement: Any, cid: str, uid: str, *, own: bool, **params: Any
+    ) -> Sequence[Sequence[Any]]:
+        """Rows of the user's conversation; ownership is checked by the same statement.
+
+        No rows means an empty page or not the user's conversation; only then a second,
+        conversation-only query tells which.
+        """
+        params = {"cid": cid, "uid": uid, **params}
+        rows = await self._backend.rows(self.session, statement, params, own=own)
+        if not rows and await self._select_conversation(cid, uid) is None:
+            raise ConversationNotFoundError(cid)
+        return rows
+
+
+@functools.cache
+def _process_counter() -> TokenCounter:
+    """:func:`default_counter`, resolved once per process rather than once per service (a
+    service per request): it looks at the disk, and on first use hashes tiktoken's file."""
+    return default_counter()
