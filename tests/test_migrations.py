@@ -33,7 +33,8 @@ from convodb import ConversationService, Database, SchemaVersionError
 from convodb import migrations as migrations_package
 from convodb._models import tables
 from convodb.migrations import BASELINE, HEAD, VERSION_TABLE
-from convodb.migrations._run import _PG_LOCK_KEY, baseline_metadata
+from convodb.migrations._run import baseline_metadata
+from convodb.storage._postgresql import MIGRATION_LOCK_KEY
 from tests.conftest import empty_postgres_database
 from tests.fixtures.make_v0_1_0 import EXPECTED, POSTGRES_FIXTURE, SQLITE_FIXTURE, snapshot
 
@@ -301,12 +302,12 @@ async def test_migrations_run_with_no_statement_timeout(postgres_url: str) -> No
             make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         )
         try:
-            await holder.execute(f"SELECT pg_advisory_lock({_PG_LOCK_KEY})")
+            await holder.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
             async with Database(url, statement_timeout=0.2) as db:
                 upgrade = asyncio.create_task(db.upgrade())
                 await asyncio.sleep(1.6)  # past 0.2 s, and past asyncpg's 0.2 + 1 s
                 assert not upgrade.done()
-                await holder.execute(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
+                await holder.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
                 await asyncio.wait_for(upgrade, timeout=30)
                 assert await db.schema_version() == (HEAD, HEAD)
                 with pytest.raises(DBAPIError) as info:  # the timeout holds for the rest

@@ -5,8 +5,6 @@ Imported only when a database is not at the head revision (see ``convodb.migrati
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -68,21 +66,31 @@ def upgrade(connection: Connection, *, with_api_keys: bool = False) -> None:
         SchemaVersionError: the database has a revision this code does not know, or
             unversioned tables that are not convodb 0.1.0's schema.
     """
-    with _migration_transaction(connection):
-        current = _stamped(connection)
-        state = classify(current)
-        if state == "unknown":
-            raise ahead_error(current)
-        if state == "head":
-            _create_api_keys(connection, with_api_keys)
-            return
-        config = _config(connection)
+    backend = backend_class(connection.dialect)(connection.dialect)
+    with backend.migration_transaction(connection):
+        _upgrade(connection, with_api_keys)
+        violations = backend.integrity_violations(connection)
+        if violations:
+            raise SchemaVersionError(
+                f"the migration would leave rows with no parent: {violations[:5]}",
+                current=None,
+                head=HEAD,
+            )
+
+
+def _upgrade(connection: Connection, with_api_keys: bool) -> None:
+    current = _stamped(connection)
+    state = classify(current)
+    if state == "unknown":
+        raise ahead_error(current)
+    config = _config(connection)
+    if state == "head":
+        pass
+    elif current is None and not convodb_tables(connection):
+        _create_head_schema(connection)
+        command.stamp(config, HEAD)
+    else:
         if current is None:
-            if not convodb_tables(connection):
-                _create_head_schema(connection)
-                command.stamp(config, HEAD)
-                _create_api_keys(connection, with_api_keys)
-                return
             differences = schema_differences(connection, baseline_metadata())
             if differences:
                 raise SchemaVersionError(
@@ -94,7 +102,10 @@ def upgrade(connection: Connection, *, with_api_keys: bool = False) -> None:
                 )
             command.stamp(config, BASELINE)  # verified just now, in this transaction
         command.upgrade(config, HEAD)
-        _create_api_keys(connection, with_api_keys)
+    if with_api_keys:
+        from .._models import api_keys
+
+        api_keys.create(connection, checkfirst=True)
 
 
 # -- comparing schemas ---------------------------------------------------------------------
@@ -180,73 +191,3 @@ def _create_head_schema(connection: Connection) -> None:
 
     library = tables()
     library[0].metadata.create_all(connection, tables=library, checkfirst=False)
-
-
-def _create_api_keys(connection: Connection, wanted: bool) -> None:
-    """The HTTP service's table, at the head revision's shape, unless it is there already.
-
-    Not part of the library's schema (see ``convodb._keys``): a database gets it when the
-    service or ``convodb keys`` asks, or had it from convodb 0.1.0, which created it for
-    everyone. A revision that changes it must therefore allow for its absence.
-    """
-    if wanted:
-        from .._models import api_keys
-
-        api_keys.create(connection, checkfirst=True)
-
-
-# -- the migration's transaction, per database ---------------------------------------------
-#
-# The one place where migrations differ by database: how the transaction begins so that it
-# holds a lock that makes concurrent upgraders (workers starting at once) wait for each other,
-# and runs with no statement timeout. A database without an entry gets a plain transaction.
-
-
-@contextlib.contextmanager
-def _sqlite_transaction(connection: Connection) -> Iterator[None]:
-    # Python's sqlite3 module runs DDL outside any transaction unless one was begun
-    # explicitly; BEGIN IMMEDIATE takes the write lock first (another upgrader waits up to the
-    # busy timeout). Foreign keys are off while the schema changes, as SQLite's documentation
-    # prescribes for ALTER TABLE: a batch operation drops and recreates a table, and with them
-    # on, dropping a parent table would cascade into its children. They are checked before
-    # the commit and restored after.
-    foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
-    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    connection.commit()  # ends SQLAlchemy's implicit transaction; sqlite3 began none
-    try:
-        with connection.begin():
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-            yield
-            violations = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-            if violations:
-                raise SchemaVersionError(
-                    f"the migration would leave rows with no parent: {violations[:5]}",
-                    current=None,
-                    head=HEAD,
-                )
-    finally:
-        connection.exec_driver_sql(f"PRAGMA foreign_keys={1 if foreign_keys else 0}")
-        connection.commit()
-
-
-@contextlib.contextmanager
-def _postgresql_transaction(connection: Connection) -> Iterator[None]:
-    with connection.begin():
-        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-        # A transaction-scoped advisory lock on a constant key: convodb's migrations.
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-        yield
-
-
-_PG_LOCK_KEY = 0x636F6E766F6462  # "convodb" in ASCII
-_LOCKS: dict[str, Callable[[Connection], contextlib.AbstractContextManager[None]]] = {
-    "sqlite": _sqlite_transaction,
-    "postgresql": _postgresql_transaction,
-}
-
-
-def _migration_transaction(connection: Connection) -> contextlib.AbstractContextManager[Any]:
-    lock = _LOCKS.get(connection.dialect.name)
-    if lock is not None:
-        return lock(connection)
-    return backend_class(connection.dialect)(connection.dialect).migration_transaction(connection)

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Select, Table
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
@@ -122,6 +122,11 @@ class PostgresBackend(Backend):
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         return postgresql.insert(table).on_conflict_do_nothing()
+
+    def migration_transaction(
+        self, connection: Connection
+    ) -> contextlib.AbstractContextManager[Any]:
+        return _migration_transaction(connection)
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
@@ -494,3 +499,15 @@ async def _pg_codecs(connection: Any) -> None:
         schema="pg_catalog",
         format="binary",
     )
+
+
+MIGRATION_LOCK_KEY = 0x636F6E766F6462  # "convodb" in ASCII: the advisory lock of migrations
+
+
+@contextlib.contextmanager
+def _migration_transaction(connection: Connection) -> Iterator[None]:
+    with connection.begin():
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        # A transaction-scoped advisory lock on a constant key: convodb's migrations.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        yield

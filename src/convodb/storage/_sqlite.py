@@ -33,12 +33,12 @@ import queue
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, Table, event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
@@ -162,6 +162,14 @@ class SQLiteBackend(Backend):
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing()
+
+    def migration_transaction(
+        self, connection: Connection
+    ) -> contextlib.AbstractContextManager[Any]:
+        return _migration_transaction(connection)
+
+    def integrity_violations(self, connection: Connection) -> list[Any]:
+        return list(connection.exec_driver_sql("PRAGMA foreign_key_check").all())
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
@@ -387,3 +395,23 @@ def _stop(work_queue: queue.SimpleQueue[_Work | None], threads: list[threading.T
     for thread in threads:
         if thread is not threading.current_thread():
             thread.join()
+
+
+@contextlib.contextmanager
+def _migration_transaction(connection: Connection) -> Iterator[None]:
+    # Python's sqlite3 module runs DDL outside any transaction unless one was begun
+    # explicitly; BEGIN IMMEDIATE takes the write lock first (another upgrader waits up to the
+    # busy timeout). Foreign keys are off while the schema changes, as SQLite's documentation
+    # prescribes for ALTER TABLE: a batch operation drops and recreates a table, and with them
+    # on, dropping a parent table would cascade into its children. The migration checks them
+    # (``integrity_violations``) before the commit; they are restored after.
+    foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()  # ends SQLAlchemy's implicit transaction; sqlite3 began none
+    try:
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA foreign_keys={1 if foreign_keys else 0}")
+        connection.commit()
