@@ -22,7 +22,7 @@ from convodb import Database
 from convodb._message_input import _INPUT_FIELDS
 from convodb._parts import PART_TYPES
 from convodb.server import create_app
-from convodb.server._schemas import PART_MODELS
+from convodb.server._part_schemas import PART_MODELS
 from tests._http import Api, make_client, settings
 
 from .test_formats import check_anthropic, check_openai_chat, check_openai_responses

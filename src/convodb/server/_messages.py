@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Response
 
+from ._part_schemas import ATTACHMENT_MEDIA_TYPES
 from ._problems import CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE
 from ._routing import (
     BODY_PROBLEMS,
@@ -16,7 +17,6 @@ from ._routing import (
     v1,
 )
 from ._schemas import (
-    ATTACHMENT_MEDIA_TYPES,
     SHA256_PATTERN,
     AppendRequest,
     AppendResponse,
