@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from convodb import ConversationNotFoundError, ConversationService, Database, StoredMessage
+from convodb.errors import MessageNotFoundError
 
 from ._capture import captured_statements
 
@@ -22,6 +23,8 @@ CALLS: dict[str, Call] = {
     "list_messages": lambda s, c, u: s.list_messages(c, u),
     "list_messages_desc": lambda s, c, u: s.list_messages(c, u, order="desc"),
     "list_messages_after": lambda s, c, u: s.list_messages(c, u, after_seq=1),
+    "get_message": lambda s, c, u: s.get_message(c, u, 1),
+    "get_missing_message": lambda s, c, u: s.get_message(c, u, 2),
     "save_message": lambda s, c, u: s.save_message(c, "user", "x", user_id=u),
     "save_keyed_message": lambda s, c, u: s.save_message(c, "user", "x", user_id=u, key="k1"),
     "get_conversation": lambda s, c, u: s.get_conversation(c, u),
@@ -30,6 +33,7 @@ CALLS: dict[str, Call] = {
     "delete_conversation": lambda s, c, u: s.delete_conversation(c, u),
     "get_agent_input": lambda s, c, u: s.get_agent_input(c, u, max_tokens=500),
     "get_summary": lambda s, c, u: s.get_summary(c, u),
+    "list_summaries": lambda s, c, u: s.list_summaries(c, u),
     "save_summary": lambda s, c, u: s.save_summary(c, u, "summary", upto_seq=1),
     "compact": lambda s, c, u: s.compact(c, u, _summarize, keep_last=0),
 }
@@ -69,6 +73,8 @@ async def test_no_method_reads_messages_before_ownership(
             await CALLS[name](service, cid, "alice" if caller == "owner" else "mallory")
         except ConversationNotFoundError:
             assert caller == "other user"
+        except MessageNotFoundError:
+            assert caller == "owner" and name == "get_missing_message"
 
     sql = [s.sql for s in statements if not s.sql.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
     assert sql, "the call ran no statement"

@@ -7,6 +7,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import text, update
@@ -27,6 +28,7 @@ from convodb import (
 from convodb._models import messages as messages_table
 from convodb._service import Order
 from convodb._validation import MAX_SEQ
+from convodb.errors import MessageNotFoundError
 
 from ._store import state
 
@@ -240,6 +242,10 @@ async def _call_every_method(service: ConversationService, cid: str, who: str) -
         lambda: service.list_messages(cid, who),
         lambda: service.list_messages(cid, who, order="desc"),
         lambda: service.list_messages(cid, who, after_seq=0),
+        lambda: service.get_message(cid, who, 1),
+        lambda: service.get_message(cid, who, 99),
+        lambda: service.list_summaries(cid, who),
+        lambda: service.list_summaries(cid, who, cursor=forged("summaries", s=2)),
         lambda: service.delete_conversation(cid, who),
     ]
     outcomes: list[object] = []
@@ -257,6 +263,7 @@ async def test_foreign_conversation_is_indistinguishable_from_missing(
     conversation = await service.create_conversation(ALICE, conversation_id="shared-id-1")
     await service.save_message(conversation.id, "user", "secret", user_id=ALICE, key="k")
     await service.save_message(conversation.id, "user", [IMAGE], user_id=ALICE)
+    await service.save_summary(conversation.id, ALICE, "A asked something", upto_seq=1)
     before = await state(db, conversation.id)
 
     foreign = await _call_every_method(service, "shared-id-1", BOB)
@@ -264,7 +271,7 @@ async def test_foreign_conversation_is_indistinguishable_from_missing(
     missing = await _call_every_method(service, "shared-id-1", BOB)
 
     assert foreign == missing
-    assert foreign == [(ConversationNotFoundError, "Conversation not found: 'shared-id-1'")] * 14
+    assert foreign == [(ConversationNotFoundError, "Conversation not found: 'shared-id-1'")] * 18
     assert (before.messages, before.last_seq, before.attachments) == (2, 2, 1)
 
 
@@ -722,6 +729,7 @@ POSITION_ARGUMENTS: dict[str, Call] = {
     "upto_seq": lambda s, cid, n: s.save_summary(cid, ALICE, "summary", upto_seq=n),
     "keep_last": lambda s, cid, n: compact(s, cid, n),
     "limit": lambda s, cid, n: s.list_messages(cid, ALICE, limit=n),
+    "seq": lambda s, cid, n: s.get_message(cid, ALICE, n),
     "max_messages": lambda s, cid, n: s.get_agent_input(cid, ALICE, max_messages=n),
     "max_tokens": lambda s, cid, n: s.get_agent_input(cid, ALICE, max_tokens=n),
 }
@@ -753,3 +761,165 @@ async def test_after_seq_names_its_limit(service: ConversationService) -> None:
 
     assert raised.value.field == "after_seq" and raised.value.limit == MAX_SEQ
     assert (await service.list_messages(cid, ALICE, after_seq=MAX_SEQ)).items == []
+
+
+# -- one message by its seq ------------------------------------------------------------------
+
+
+async def test_get_message_returns_the_one_message_at_its_seq(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    turn: list[NewMessage | dict[str, Any]] = [
+        user("Weather in Paris?"),
+        NewMessage(role="assistant", tool_calls=[ToolCall("call_1", "get_weather", "{}")]),
+        NewMessage(role="tool", content="18°C", tool_call_id="call_1", tool_name="get_weather"),
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "And here?"}, IMAGE],
+            "metadata": {"x": 1},
+        },
+    ]
+    await service.save_conversation_messages(cid, ALICE, turn)
+    listed = (await service.list_messages(cid, ALICE)).items
+
+    found = [await service.get_message(cid, ALICE, seq) for seq in (1, 2, 3, 4)]
+
+    assert found == listed
+    assert found[1].tool_calls == (ToolCall("call_1", "get_weather", "{}"),)
+    assert found[3].metadata == {"x": 1} and isinstance(found[3].content, tuple)
+
+
+async def test_a_seq_the_conversation_does_not_hold_is_message_not_found(
+    service: ConversationService,
+) -> None:
+    empty = await new_conversation(service)
+    cid = await new_conversation(service)
+    await service.save_conversation_messages(cid, ALICE, [user("a"), user("b")])
+
+    for conversation_id, seq in ((cid, 3), (cid, MAX_SEQ), (empty, 1)):
+        with pytest.raises(MessageNotFoundError) as raised:
+            await service.get_message(conversation_id, ALICE, seq)
+        assert (raised.value.conversation_id, raised.value.seq) == (conversation_id, seq)
+        assert isinstance(raised.value, LookupError)
+        assert not isinstance(raised.value, ConversationNotFoundError)
+        assert f"seq {seq}" in str(raised.value)
+
+
+@pytest.mark.parametrize("seq", [0, -1, MAX_SEQ + 1, 1.5, "1", True, None], ids=repr)
+async def test_a_seq_that_is_no_position_is_a_validation_error_naming_seq(
+    service: ConversationService, seq: object
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_message(cid, "user", "a", user_id=ALICE)
+
+    with pytest.raises(ValidationError) as raised:
+        await service.get_message(cid, ALICE, seq)  # type: ignore[arg-type]
+
+    assert raised.value.field == "seq"
+
+
+async def test_get_message_of_a_foreign_conversation_looks_missing_whatever_the_seq(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+    await service.save_message(cid, "user", "secret", user_id=ALICE)
+
+    for seq in (1, 2):
+        with pytest.raises(ConversationNotFoundError) as raised:
+            await service.get_message(cid, BOB, seq)
+        assert str(raised.value) == f"Conversation not found: {cid!r}"
+    with pytest.raises(ConversationNotFoundError):
+        await service.get_message("no-such-conversation", ALICE, 1)
+
+
+# -- summaries, newest first -----------------------------------------------------------------
+
+
+async def summarized(service: ConversationService, upto: list[int]) -> str:
+    """A conversation of ``max(upto)`` messages with a summary up to each seq in ``upto``."""
+    cid = await new_conversation(service)
+    last = max(upto)
+    await service.save_conversation_messages(cid, ALICE, [user(f"m{i}") for i in range(last)])
+    for seq in upto:
+        await service.save_summary(cid, ALICE, f"up to {seq}", upto_seq=seq, metadata={"n": seq})
+    return cid
+
+
+async def test_list_summaries_pages_newest_first_with_the_cursor(
+    service: ConversationService,
+) -> None:
+    cid = await summarized(service, [2, 3, 5, 8, 9])
+    pages = []
+    cursor = None
+    while True:
+        page = await service.list_summaries(cid, ALICE, limit=2, cursor=cursor)
+        pages.append([s.upto_seq for s in page.items])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+    assert pages == [[9, 8], [5, 3], [2]]
+    whole = await service.list_summaries(cid, ALICE, limit=5)
+    assert [s.upto_seq for s in whole.items] == [9, 8, 5, 3, 2] and whole.next_cursor is None
+    assert whole.items[0] == await service.get_summary(cid, ALICE)
+    assert [(s.content, s.metadata) for s in whole.items[-2:]] == [
+        ("up to 3", {"n": 3}),
+        ("up to 2", {"n": 2}),
+    ]
+    assert all(s.conversation_id == cid and s.created_at.tzinfo is not None for s in whole.items)
+
+
+async def test_list_summaries_of_a_conversation_without_any_is_empty(
+    service: ConversationService,
+) -> None:
+    cid = await new_conversation(service)
+
+    page = await service.list_summaries(cid, ALICE)
+
+    assert page.items == [] and page.next_cursor is None
+
+
+async def test_list_summaries_of_a_foreign_conversation_looks_missing(
+    service: ConversationService,
+) -> None:
+    cid = await summarized(service, [1, 2, 3])
+    cursor = (await service.list_summaries(cid, ALICE, limit=1)).next_cursor
+
+    for who, conversation_id, after in ((BOB, cid, None), (BOB, cid, cursor), (ALICE, "x", None)):
+        with pytest.raises(ConversationNotFoundError) as raised:
+            await service.list_summaries(conversation_id, who, cursor=after)
+        assert str(raised.value) == f"Conversation not found: {conversation_id!r}"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"limit": "2"}, "limit"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"cursor": ""}, "cursor"),
+        ({"cursor": forged("messages-desc", s=2)}, "cursor"),
+        *(({"cursor": forged("summaries", s=seq)}, "cursor") for seq in FORGED_SEQS),
+    ],
+    ids=repr,
+)
+async def test_list_summaries_bad_limit_or_cursor_is_a_validation_error_naming_it(
+    service: ConversationService, arguments: dict[str, object], field: str
+) -> None:
+    cid = await summarized(service, [1, 2])
+
+    with pytest.raises(ValidationError) as raised:
+        await service.list_summaries(cid, ALICE, **arguments)  # type: ignore[arg-type]
+
+    assert raised.value.field == field
+    assert len((await service.list_summaries(cid, ALICE)).items) == 2
+
+
+async def test_summary_cursor_at_the_largest_seq_is_accepted(service: ConversationService) -> None:
+    cid = await summarized(service, [1, 2])
+
+    page = await service.list_summaries(cid, ALICE, cursor=forged("summaries", s=MAX_SEQ))
+
+    assert [s.upto_seq for s in page.items] == [2, 1]

@@ -30,10 +30,12 @@ __all__ = [
     "LATEST",
     "LATEST_SUMMARY",
     "LOCK",
+    "MESSAGE_AT",
     "MSG_COLUMNS",
     "OWNED",
     "OWNED_EXISTS",
     "SELECT_CONVERSATION",
+    "SUMMARIES_BEFORE",
     "SUMMARY_AT",
     "SUM_COLUMNS",
     "WINDOW_START",
@@ -105,6 +107,12 @@ AFTER = (
     .order_by(messages.c.seq.asc())
     .limit(bindparam("n"))
 )
+# One message of an owned conversation, by its seq (the primary key's two columns).
+MESSAGE_AT = select(*MSG_COLUMNS).where(
+    messages.c.conversation_id == bindparam("cid"),
+    messages.c.seq == bindparam("seq"),
+    OWNED_EXISTS,
+)
 INSERT_MESSAGES = messages.insert()
 
 SUM_COLUMNS = (
@@ -122,6 +130,18 @@ LATEST_SUMMARY = (
     .where(summaries.c.conversation_id == bindparam("cid"), OWNED_EXISTS)
     .order_by(summaries.c.upto_seq.desc())
     .limit(1)
+)
+# Newest-first pages of an owned conversation's summaries, below ``seq``: upto_seq is unique in
+# a conversation (the primary key's second column), so it alone is the cursor's position.
+SUMMARIES_BEFORE = (
+    select(*SUM_COLUMNS)
+    .where(
+        summaries.c.conversation_id == bindparam("cid"),
+        summaries.c.upto_seq < bindparam("seq"),
+        OWNED_EXISTS,
+    )
+    .order_by(summaries.c.upto_seq.desc())
+    .limit(bindparam("n"))
 )
 # Newest-first pages below ``seq`` and above ``floor`` (0, or the newest summary's upto_seq).
 BEFORE = (

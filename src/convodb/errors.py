@@ -12,6 +12,7 @@ ConvodbError
 │                                         exceed the token budget of a history window
 ├── ConversationNotFoundError (LookupError, PermissionError)
 │                                         missing, or owned by another user: indistinguishable
+├── MessageNotFoundError (LookupError)    the user's conversation has no message at that seq
 ├── ConflictError                         the request contradicts what is stored
 │   ├── ConversationExistsError           create with an id that is taken
 │   └── IdempotencyKeyReuseError          a message key reused for a different message
@@ -33,6 +34,7 @@ __all__ = [
     "ConvodbError",
     "IdempotencyKeyReuseError",
     "LimitExceededError",
+    "MessageNotFoundError",
     "MissingDependencyError",
     "SchemaVersionError",
     "StoreBusyError",
@@ -78,6 +80,27 @@ class ConversationNotFoundError(ConvodbError, LookupError, PermissionError):
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(f"Conversation not found: {conversation_id!r}")
+
+
+class MessageNotFoundError(ConvodbError, LookupError):
+    """Message not found.
+
+    The conversation is the caller's, but holds no message with this ``seq``: its messages are
+    numbered 1 to its ``last_seq``. (A conversation that is missing or another user's raises
+    :class:`ConversationNotFoundError` instead, whatever the ``seq``.)
+
+    Attributes:
+        conversation_id: the conversation.
+        seq: the ``seq`` asked for.
+    """
+
+    def __init__(self, conversation_id: str, seq: int) -> None:
+        self.conversation_id = conversation_id
+        self.seq = seq
+        super().__init__(
+            f"Message not found: conversation {conversation_id!r} has no message with seq {seq}; "
+            "its messages are numbered 1 to its last_seq"
+        )
 
 
 class ConflictError(ConvodbError):

@@ -1,5 +1,5 @@
-"""``ConversationService``'s messages: appending (ordered, atomic, idempotent) and reading pages
-and attachments.
+"""``ConversationService``'s messages: appending (ordered, atomic, idempotent) and reading one
+message by its seq, pages, and attachments.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from .._validation import (
     check_seq,
     check_user_id,
 )
-from ..errors import ConversationNotFoundError, IdempotencyKeyReuseError, ValidationError
+from ..errors import (
+    ConversationNotFoundError,
+    IdempotencyKeyReuseError,
+    MessageNotFoundError,
+    ValidationError,
+)
 from ._base import NO_SEQ, Order, ServiceBase
 
 __all__ = ["MessageMethods"]
@@ -137,6 +142,28 @@ class MessageMethods(ServiceBase):
         async with self._read() as own:
             rows = await self._owned_rows(sql.LATEST, cid, uid, own=own, n=n)
         return [sql.message_record(row) for row in reversed(rows)]
+
+    async def get_message(self, conversation_id: str, user_id: str, seq: int) -> StoredMessage:
+        """One message of the user's conversation, by its ``seq``.
+
+        Args:
+            conversation_id: the conversation.
+            user_id: the owner.
+            seq: the message's position, 1 to the conversation's ``last_seq``.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user (whatever
+                ``seq`` is).
+            MessageNotFoundError: it is the user's, but holds no message with that ``seq``.
+            ValidationError: ``seq`` is not an integer from 1 to 2**62.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        position = check_seq("seq", seq, lowest=1)
+        async with self._read() as own:
+            rows = await self._owned_rows(sql.MESSAGE_AT, cid, uid, own=own, seq=position)
+        if not rows:
+            raise MessageNotFoundError(cid, position)
+        return sql.message_record(rows[0])
 
     async def list_messages(
         self,

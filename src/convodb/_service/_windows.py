@@ -1,5 +1,5 @@
 """``ConversationService``'s agent input and summaries: the window for the next model request,
-read newest first in pages, and compaction into summaries.
+read newest first in pages, compaction into summaries, and the summaries themselves.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from dataclasses import replace
 from typing import Any
 
 from .. import _statements as sql
+from .._cursor import decode_cursor, encode_cursor
 from .._ids import new_id
 from .._message_input import check_user_message
 from .._parts import AudioPart, FilePart, ImagePart, Part
-from .._records import StoredMessage, StoredSummary, Turn
+from .._records import Page, StoredMessage, StoredSummary, Turn
 from .._types import utcnow
 from .._validation import (
     check_budget,
     check_conversation_id,
+    check_limit,
     check_metadata,
     check_prompt_text,
     check_seq,
@@ -26,7 +28,7 @@ from .._validation import (
 from ..errors import ConflictError, ValidationError
 from ..formats import FORMATS
 from ..history import AgentInput, Window, WindowBuilder, compaction_cut
-from ._base import ServiceBase
+from ._base import NO_SEQ, ServiceBase
 
 __all__ = ["Summarizer", "WindowMethods"]
 
@@ -222,6 +224,38 @@ class WindowMethods(ServiceBase):
         async with self._read() as own:
             rows = await self._owned_rows(sql.LATEST_SUMMARY, cid, uid, own=own)
         return sql.summary_record(rows[0]) if rows else None
+
+    async def list_summaries(
+        self, conversation_id: str, user_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[StoredSummary]:
+        """All summaries of the user's conversation, newest (highest ``upto_seq``) first, one
+        page at a time. The newest is the one agent input starts from; earlier ones stay
+        stored as they were.
+
+        Args:
+            conversation_id: the conversation.
+            user_id: the owner.
+            limit: page size, 1 to ``limits.max_page_size``.
+            cursor: ``next_cursor`` of the previous page.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user.
+            ValidationError: ``limit`` or ``cursor`` is invalid.
+        """
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        n = check_limit(limit, self.limits)
+        below = NO_SEQ
+        if cursor is not None:
+            below = decode_cursor(cursor, "summaries", {"s": int})["s"]
+        async with self._read() as own:
+            rows = await self._owned_rows(
+                sql.SUMMARIES_BEFORE, cid, uid, own=own, n=n + 1, seq=below
+            )
+        items = [sql.summary_record(row) for row in rows[:n]]
+        next_cursor = None
+        if len(rows) > n:
+            next_cursor = encode_cursor("summaries", s=items[-1].upto_seq)
+        return Page(items=items, next_cursor=next_cursor)
 
     async def _load_attachments(self, window: Window, cid: str, uid: str) -> Window:
         """The window with the binary data of its messages' parts loaded."""
