@@ -19,8 +19,10 @@ from convodb.server._schemas import (
     AppendResponse,
     ConversationOut,
     ConversationPage,
+    MessageOut,
     MessagePage,
     SummaryOut,
+    SummaryPage,
 )
 from tests._http import Api, make_client, settings
 
@@ -138,6 +140,90 @@ async def test_append_a_tool_turn_and_read_it_both_ways(api: Api) -> None:
     assert [m["seq"] for m in following.json()["items"]] == [3, 4]
     conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
     assert conversation["last_seq"] == 4
+
+
+async def test_get_one_message_by_its_seq_as_an_item_of_the_list(api: Api) -> None:
+    alice, bob = await api.auth("alice"), await api.auth("bob")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    await api.client.post(url, json={"messages": TOOL_TURN}, headers=alice)
+    listed = (await api.client.get(url, headers=alice)).json()["items"]
+
+    for item in listed:
+        response = await api.client.get(f"{url}/{item['seq']}", headers=alice)
+        assert response.status_code == 200, response.text
+        assert response.json() == item
+
+    beyond = assert_problem(
+        await api.client.get(f"{url}/5", headers=alice), 404, "message-not-found"
+    )
+    assert "seq 5" in beyond["detail"] and beyond["instance"] == f"{url}/5"
+    for bad in ("0", "-1", str(2**62 + 1), "1.5", "one"):
+        invalid = assert_problem(
+            await api.client.get(f"{url}/{bad}", headers=alice), 422, "invalid-request"
+        )
+        assert [e["location"] for e in invalid["errors"]] == ["path.seq"], bad
+
+    # Another user's key: the same 404 as a missing conversation, whether the seq exists or not.
+    missing_url = "/v1/conversations/no-such-conversation/messages"
+    for seq in (1, 5):
+        foreign = await api.client.get(f"{url}/{seq}", headers=bob)
+        missing = await api.client.get(f"{missing_url}/{seq}", headers=bob)
+        assert_problem(foreign, 404, "conversation-not-found")
+        assert foreign.json()["detail"].replace(cid, "<id>") == missing.json()["detail"].replace(
+            "no-such-conversation", "<id>"
+        )
+
+    document = (await api.client.get("/openapi.json")).json()
+    operation = document["paths"]["/v1/conversations/{conversation_id}/messages/{seq}"]["get"]
+    examples = operation["responses"]["404"]["content"][PROBLEM_JSON]["examples"]
+    assert set(examples) == {"conversation-not-found", "message-not-found"}
+
+
+async def test_list_summaries_pages_newest_first(api: Api) -> None:
+    alice, bob = await api.auth("alice"), await api.auth("bob")
+    cid = (await new_conversation(api))["id"]
+    eight = [{"role": "user", "content": f"m{i}"} for i in range(8)]
+    await api.client.post(
+        f"/v1/conversations/{cid}/messages", json={"messages": eight}, headers=alice
+    )
+    url = f"/v1/conversations/{cid}/summaries"
+    assert (await api.client.get(url, headers=alice)).json() == {"items": [], "next_cursor": None}
+    saved = []
+    for upto in (2, 4, 6, 8):
+        body = {"content": f"up to {upto}", "upto_seq": upto, "metadata": {"n": upto}}
+        saved.append((await api.client.post(url, json=body, headers=alice)).json())
+
+    first = await api.client.get(url, params={"limit": 3}, headers=alice)
+    assert first.status_code == 200, first.text
+    assert first.json()["items"] == saved[::-1][:3]
+    rest = await api.client.get(
+        url, params={"limit": 3, "cursor": first.json()["next_cursor"]}, headers=alice
+    )
+    assert rest.json() == {"items": saved[:1], "next_cursor": None}
+    whole = (await api.client.get(url, headers=alice)).json()
+    assert [s["upto_seq"] for s in whole["items"]] == [8, 6, 4, 2]
+
+    bad_cursor = await api.client.get(url, params={"cursor": "garbage"}, headers=alice)
+    assert assert_problem(bad_cursor, 422, "invalid-input")["field"] == "cursor"
+    messages_cursor = (
+        await api.client.get(
+            f"/v1/conversations/{cid}/messages", params={"limit": 1}, headers=alice
+        )
+    ).json()["next_cursor"]
+    other_list = await api.client.get(url, params={"cursor": messages_cursor}, headers=alice)
+    assert assert_problem(other_list, 422, "invalid-input")["field"] == "cursor"
+    for limit in (0, 100_000):
+        too = await api.client.get(url, params={"limit": limit}, headers=alice)
+        assert [e["location"] for e in assert_problem(too, 422, "invalid-request")["errors"]] == [
+            "query.limit"
+        ]
+    foreign = await api.client.get(url, headers=bob)
+    assert_problem(foreign, 404, "conversation-not-found")
+    with_cursor = await api.client.get(
+        url, params={"cursor": first.json()["next_cursor"]}, headers=bob
+    )
+    assert_problem(with_cursor, 404, "conversation-not-found")
 
 
 async def test_invalid_message_stores_nothing_and_names_the_field(api: Api) -> None:
@@ -464,6 +550,8 @@ async def test_every_response_is_exactly_its_documented_model_as_json(api: Api) 
         (await api.client.patch(url, json={"title": "P"}, headers=alice), ConversationOut, 200),
         (await api.client.get(f"{url}/messages", headers=alice), MessagePage, 200),
         (await api.client.post(f"{url}/summaries", json=summary, headers=alice), SummaryOut, 201),
+        (await api.client.get(f"{url}/messages/6", headers=alice), MessageOut, 200),
+        (await api.client.get(f"{url}/summaries", headers=alice), SummaryPage, 200),
     ]
     for format in ("openai-chat", "openai-responses", "anthropic", "plain"):
         response = await api.client.post(

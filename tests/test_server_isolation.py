@@ -39,6 +39,7 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/v1/conversations/{cid}/messages", {}),
     ("GET", "/v1/conversations/{cid}/messages", {"params": {"order": "desc", "limit": 1}}),
     ("GET", "/v1/conversations/{cid}/messages", {"params": {"after_seq": 0}}),
+    ("GET", "/v1/conversations/{cid}/messages/{seq}", {}),  # A's message 1
     (
         "POST",
         "/v1/conversations/{cid}/messages",
@@ -63,6 +64,8 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"format": "anthropic", "max_tokens": 100, "user_message": "hi"}},
     ),
     ("POST", "/v1/conversations/{cid}/summaries", {"json": {"content": "b's", "upto_seq": 1}}),
+    ("GET", "/v1/conversations/{cid}/summaries", {}),
+    ("GET", "/v1/conversations/{cid}/summaries", {"params": {"limit": 1}}),
     ("GET", "/v1/conversations/{cid}/attachments/{sha256}", {}),
     (
         "GET",
@@ -136,10 +139,10 @@ async def test_foreign_conversation_answers_like_a_missing_one_and_stays_unchang
     kwargs = {k: v for k, v in options.items() if k != "headers"}
     missing_id = str(uuid.uuid4())
     foreign = await api.client.request(
-        method, path.format(cid=cid, sha256=DIGEST), headers=headers, **kwargs
+        method, path.format(cid=cid, sha256=DIGEST, seq=1), headers=headers, **kwargs
     )
     missing = await api.client.request(
-        method, path.format(cid=missing_id, sha256=DIGEST), headers=headers, **kwargs
+        method, path.format(cid=missing_id, sha256=DIGEST, seq=1), headers=headers, **kwargs
     )
 
     assert foreign.status_code == 404

@@ -5,12 +5,22 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Response
 
 from ._problems import CONFLICT, CONTEXT_BUDGET, CONVERSATION_NOT_FOUND
-from ._routing import BODY_PROBLEMS, Authenticated, ConversationId, json_response, ok, v1
+from ._routing import (
+    BODY_PROBLEMS,
+    Authenticated,
+    ConversationId,
+    Cursor,
+    json_response,
+    ok,
+    page_size,
+    v1,
+)
 from ._schemas import (
     AgentInputOut,
     AgentInputRequest,
     SummaryCreate,
     SummaryOut,
+    SummaryPage,
     agent_input_out,
     summary_out,
 )
@@ -20,6 +30,8 @@ __all__ = ["add_agent_input_routes"]
 
 
 def add_agent_input_routes(app: FastAPI, settings: Settings) -> None:
+    Limit = Annotated[int, page_size(settings)]
+
     @app.post(
         "/v1/conversations/{conversation_id}/agent-input",
         tags=["agent input"],
@@ -79,3 +91,23 @@ def add_agent_input_routes(app: FastAPI, settings: Settings) -> None:
             metadata=body.metadata,
         )
         return json_response(summary_out(summary), 201)
+
+    @app.get(
+        "/v1/conversations/{conversation_id}/summaries",
+        tags=["agent input"],
+        summary="List summaries",
+        responses=ok(SummaryPage) | v1(CONVERSATION_NOT_FOUND),
+    )
+    async def list_summaries(
+        caller: Authenticated,
+        conversation_id: ConversationId,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> Response:
+        """Every summary stored for the conversation, newest (highest `upto_seq`) first, one
+        page at a time. The newest is the one agent input starts from."""
+        page = await caller.service.list_summaries(
+            conversation_id, caller.user, limit=limit, cursor=cursor
+        )
+        items = [summary_out(s) for s in page.items]
+        return json_response({"items": items, "next_cursor": page.next_cursor})

@@ -1,11 +1,12 @@
-"""The message routes: append a batch, read pages, and serve attachments' bytes."""
+"""The message routes: append a batch, read pages or one message, and serve attachments'
+bytes."""
 
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Response
 
 from ._part_schemas import ATTACHMENT_MEDIA_TYPES
-from ._problems import CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE
+from ._problems import CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE, MESSAGE_NOT_FOUND
 from ._routing import (
     BODY_PROBLEMS,
     Authenticated,
@@ -17,9 +18,11 @@ from ._routing import (
     v1,
 )
 from ._schemas import (
+    MAX_SEQ,
     SHA256_PATTERN,
     AppendRequest,
     AppendResponse,
+    MessageOut,
     MessagePage,
     message_out,
 )
@@ -86,7 +89,7 @@ def add_message_routes(app: FastAPI, settings: Settings) -> None:
             int | None,
             Query(
                 ge=0,
-                le=2**62,
+                le=MAX_SEQ,
                 description="Ascending order only, without a cursor: start after this seq, "
                 "to follow a live conversation.",
             ),
@@ -103,6 +106,33 @@ def add_message_routes(app: FastAPI, settings: Settings) -> None:
         )
         items = [message_out(m) for m in page.items]
         return json_response({"items": items, "next_cursor": page.next_cursor})
+
+    @app.get(
+        "/v1/conversations/{conversation_id}/messages/{seq}",
+        tags=["messages"],
+        summary="Get a message",
+        responses=ok(MessageOut) | v1(CONVERSATION_NOT_FOUND, MESSAGE_NOT_FOUND),
+    )
+    async def get_message(
+        caller: Authenticated,
+        conversation_id: ConversationId,
+        seq: Annotated[
+            int,
+            Path(
+                ge=1,
+                le=MAX_SEQ,
+                description="The message's position: 1 to the conversation's `last_seq`.",
+                examples=[1],
+            ),
+        ],
+    ) -> Response:
+        """One message, by its seq: exactly as an item of the message list.
+
+        A missing conversation, or another user's, is a 404 `conversation-not-found` whatever
+        the seq; a seq the caller's conversation does not hold is a 404 `message-not-found`.
+        """
+        message = await caller.service.get_message(conversation_id, caller.user, seq)
+        return json_response(message_out(message))
 
     @app.get(
         "/v1/conversations/{conversation_id}/attachments/{sha256}",

@@ -18,7 +18,7 @@ from pydantic.json_schema import SkipJsonSchema
 from convodb import Part
 
 # Not exported by convodb (yet): the part serializer and the media-type allow-lists, which
-# the schema documents. The server's only imports of private modules; they stay here.
+# the schema documents. With MAX_SEQ in _schemas, the server's only imports of private modules.
 from convodb._message_input import AUDIO_MEDIA_TYPES
 from convodb._parts import FILE_MEDIA_TYPES, IMAGE_MEDIA_TYPES, part_to_dict
 

@@ -36,6 +36,7 @@ from convodb.errors import (
     ConvodbError,
     IdempotencyKeyReuseError,
     LimitExceededError,
+    MessageNotFoundError,
     SchemaVersionError,
     StoreBusyError,
     StoreUnavailableError,
@@ -72,6 +73,7 @@ UNAUTHORIZED = ProblemType("unauthorized", 401, "Missing or invalid credentials"
 FORBIDDEN = ProblemType("forbidden", 403, "These credentials cannot do that")
 NOT_FOUND = ProblemType("not-found", 404, "No such resource")
 CONVERSATION_NOT_FOUND = ProblemType("conversation-not-found", 404, "Conversation not found")
+MESSAGE_NOT_FOUND = ProblemType("message-not-found", 404, "Message not found")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "Request body too slow")
 CONFLICT = ProblemType("conflict", 409, "Conflict with stored data")
@@ -116,6 +118,7 @@ PROBLEMS: tuple[tuple[type[ConvodbError], ProblemType], ...] = (
     (LimitExceededError, LIMIT_EXCEEDED),
     (ValidationError, INVALID_INPUT),
     (ConversationNotFoundError, CONVERSATION_NOT_FOUND),
+    (MessageNotFoundError, MESSAGE_NOT_FOUND),
     (ConversationExistsError, CONVERSATION_EXISTS),
     (IdempotencyKeyReuseError, IDEMPOTENCY_KEY_REUSE),
     (ConflictError, CONFLICT),
@@ -129,6 +132,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     FORBIDDEN,
     NOT_FOUND,
     CONVERSATION_NOT_FOUND,
+    MESSAGE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
     CONFLICT,

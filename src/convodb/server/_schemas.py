@@ -15,10 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 import convodb
 from convodb import AgentInput, StoredConversation, StoredMessage, StoredSummary
 
+# Not exported by convodb (yet): the largest seq, which the schema documents. With the part
+# module's media types and serializer, the server's only imports of private modules.
+from convodb._validation import MAX_SEQ
+
 from ._part_schemas import ContentIn, PartOut, StrictModel, parts_out
 
 __all__ = [
     "CONVERSATION_ID_PATTERN",
+    "MAX_SEQ",
     "SHA256_PATTERN",
     "AgentInputOut",
     "AgentInputRequest",
@@ -35,6 +40,7 @@ __all__ = [
     "ProblemOut",
     "SummaryCreate",
     "SummaryOut",
+    "SummaryPage",
     "ToolCallModel",
     "agent_input_out",
     "conversation_out",
@@ -108,6 +114,15 @@ _PARTS_MESSAGE_EXAMPLE: dict[str, JsonValue] = {
     "tool_name": "screenshot",
     "tool_call_id": "call_2",
     "key": None,
+}
+_SUMMARY_EXAMPLE: dict[str, JsonValue] = {
+    "id": "0193a8c2-7d50-7c3d-9b2e-4a6f8c1d3e5b",
+    "conversation_id": _CONVERSATION_EXAMPLE["id"],
+    "upto_seq": 4,
+    "content": "Alice asked about the weather in Paris.",
+    "token_count": 12,
+    "metadata": {},
+    "created_at": "2025-01-01T12:10:00Z",
 }
 
 
@@ -384,21 +399,7 @@ class SummaryCreate(StrictModel):
 class SummaryOut(BaseModel):
     """A stored summary."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "0193a8c2-7d50-7c3d-9b2e-4a6f8c1d3e5b",
-                    "conversation_id": _CONVERSATION_EXAMPLE["id"],
-                    "upto_seq": 4,
-                    "content": "Alice asked about the weather in Paris.",
-                    "token_count": 12,
-                    "metadata": {},
-                    "created_at": "2025-01-01T12:10:00Z",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_SUMMARY_EXAMPLE]})
 
     id: str
     conversation_id: str
@@ -407,6 +408,17 @@ class SummaryOut(BaseModel):
     token_count: int | None
     metadata: dict[str, Any]
     created_at: datetime
+
+
+class SummaryPage(BaseModel):
+    """One page of summaries, newest (highest `upto_seq`) first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_SUMMARY_EXAMPLE], "next_cursor": None}]}
+    )
+
+    items: list[SummaryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
 class Health(BaseModel):
