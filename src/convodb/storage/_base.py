@@ -314,6 +314,13 @@ class Backend:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
         raise NotImplementedError
 
+    async def table_sizes(
+        self, session: AsyncSession, names: Sequence[str]
+    ) -> dict[str, int | None]:
+        """Bytes on disk of each table with its indexes, as the database reports them
+        (``None`` where it cannot tell)."""
+        return dict.fromkeys(names)
+
     # -- migrations --------------------------------------------------------------------------
 
     def migration_transaction(

@@ -24,6 +24,7 @@ connections of its own here (design rule 13: none until a benchmark shows it cle
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -210,9 +211,40 @@ class MySQLBackend(Backend):
     ) -> contextlib.AbstractContextManager[Any]:
         return _locked_migration(connection)
 
+    async def table_sizes(
+        self, session: AsyncSession, names: Sequence[str]
+    ) -> dict[str, int | None]:
+        # InnoDB's own figures, refreshed by its statistics (approximate between refreshes).
+        statement = text(
+            "SELECT table_name, data_length + index_length FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_name IN :names"
+        ).bindparams(bindparam("names", expanding=True))
+        rows = (await session.execute(statement, {"names": list(names)})).all()
+        found = {str(name): int(size) for name, size in rows}
+        return {name: found.get(name) for name in names}
+
 
 @contextlib.contextmanager
 def _locked_migration(connection: Connection) -> Iterator[None]:
+    with _quiet_notes():
+        yield from _locked(connection)
+
+
+@contextlib.contextmanager
+def _quiet_notes() -> Iterator[None]:
+    # asyncmy logs every server note as a warning; Alembic's version table draws one
+    # ("Name '..._pkc' ignored for PRIMARY key": MariaDB names every primary key PRIMARY),
+    # which is noise to whoever runs the migration.
+    driver_log = logging.getLogger("asyncmy")
+    level = driver_log.level
+    driver_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        driver_log.setLevel(level)
+
+
+def _locked(connection: Connection) -> Iterator[None]:
     # DDL commits implicitly on MySQL: a named lock, which outlives it, keeps concurrent
     # upgraders (workers starting at once) apart instead of a transaction.
     got = connection.exec_driver_sql(f"SELECT GET_LOCK('{_MIGRATION_LOCK}', 600)").scalar()

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import Select, Table, bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -127,6 +127,18 @@ class PostgresBackend(Backend):
         self, connection: Connection
     ) -> contextlib.AbstractContextManager[Any]:
         return _migration_transaction(connection)
+
+    async def table_sizes(
+        self, session: AsyncSession, names: Sequence[str]
+    ) -> dict[str, int | None]:
+        statement = text(
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c "
+            "WHERE c.relkind = 'r' AND c.relname IN :names "
+            "AND c.relnamespace = to_regnamespace(current_schema())"
+        ).bindparams(bindparam("names", expanding=True))
+        rows = (await session.execute(statement, {"names": list(names)})).all()
+        found = {str(name): int(size) for name, size in rows}
+        return {name: found.get(name) for name in names}
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
