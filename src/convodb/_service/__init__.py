@@ -25,12 +25,25 @@ joins the caller's transaction and the caller commits or rolls back.
 
 from __future__ import annotations
 
+from ._admin import AdminService, ErasureReport, PurgeReport, StoreStats, TableStats
 from ._base import Order
 from ._conversations import ConversationMethods
+from ._import import ImportConflict, ImportReport
 from ._messages import MessageMethods
 from ._windows import Summarizer, WindowMethods
 
-__all__ = ["ConversationService", "Order", "Summarizer"]
+__all__ = [
+    "AdminService",
+    "ConversationService",
+    "ErasureReport",
+    "ImportConflict",
+    "ImportReport",
+    "Order",
+    "PurgeReport",
+    "StoreStats",
+    "Summarizer",
+    "TableStats",
+]
 
 
 class ConversationService(ConversationMethods, MessageMethods, WindowMethods):

@@ -77,6 +77,20 @@ class ServiceBase:
     async def _insert_conversation(self, values: dict[str, Any]) -> Sequence[Any] | None:
         return await self._backend.insert_conversation(self.session, values)
 
+    async def _delete_rows(self, cid: str) -> tuple[int, int, int]:
+        """Delete the conversation and everything in it, in the caller's transaction, which
+        holds its lock; ``(messages, summaries, attachments)`` deleted."""
+        # Explicit, not only ON DELETE CASCADE: a SQLite connection that convodb did not
+        # set up has foreign keys off, and orphans would reappear under a reused id.
+        counts = []
+        for table in (sql.messages, sql.summaries, sql.attachments):
+            result = await self.session.execute(
+                table.delete().where(table.c.conversation_id == cid)
+            )
+            counts.append(max(result.rowcount, 0))  # type: ignore[attr-defined]
+        await self.session.execute(sql.conversations.delete().where(sql.conversations.c.id == cid))
+        return counts[0], counts[1], counts[2]
+
     async def _owned_rows(
         self, statement: Any, cid: str, uid: str, *, own: bool, **params: Any
     ) -> Sequence[Sequence[Any]]:

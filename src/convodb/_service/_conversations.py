@@ -148,13 +148,7 @@ class ConversationMethods(ServiceBase):
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         async with self._write():
             await self._lock(cid, uid)  # ownership first; then nothing can append meanwhile
-            # Explicit, not only ON DELETE CASCADE: a SQLite connection that convodb did not
-            # set up has foreign keys off, and orphans would reappear under a reused id.
-            for table in (sql.messages, sql.summaries, sql.attachments):
-                await self.session.execute(table.delete().where(table.c.conversation_id == cid))
-            await self.session.execute(
-                sql.conversations.delete().where(sql.conversations.c.id == cid)
-            )
+            await self._delete_rows(cid)
 
     async def list_conversations(
         self, user_id: str, *, limit: int = 50, cursor: str | None = None
