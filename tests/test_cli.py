@@ -100,6 +100,14 @@ def test_version_prints_the_installed_package_version() -> None:
         ["db"],
         ["db", "upgrade"],
         ["db", "current"],
+        ["export"],
+        ["import"],
+        ["conversations"],
+        ["conversations", "list"],
+        ["conversations", "show"],
+        ["purge"],
+        ["erase-user"],
+        ["stats"],
     ],
     ids=" ".join,
 )
@@ -109,7 +117,15 @@ def test_help_shows_no_value_for_flags(command: list[str]) -> None:
     assert "--help " in result.output
     assert "<bool>" not in result.output
     options = [m.group(1) for m in re.finditer(r"^  (-\S.*?)(?:  |$)", result.output, re.M)]
-    flags = {"--dev", "--api-keys / --no-api-keys", "--service", "-q, --quiet", "--all"}
+    flags = {
+        "--dev",
+        "--api-keys / --no-api-keys",
+        "--service",
+        "-q, --quiet",
+        "--all",
+        "--dry-run",
+        "-y, --yes",
+    }
     for option in options:
         assert option.endswith(">") != (option in flags | {"--help", "--version"}), option
 

@@ -1,129 +1,41 @@
-"""The Typer application behind the ``convodb`` command.
+"""The Typer application behind the ``convodb`` command: the schema, API keys and ``serve``
+here, the operator's commands in ``_operator``.
 
 Commands translate flags into calls on convodb's public API (``Database``, ``ApiKeyService``,
-``convodb.server``); errors are turned into a one-line message and exit status 1 in one
-place, :func:`_run`.
+``AdminService``, ``convodb.server``); errors are turned into a one-line message and exit
+status 1 in one place, :func:`convodb.cli._common.run`.
 """
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from convodb import (
     DEFAULT_DATABASE_URL,
     ApiKeyService,
-    ConvodbError,
     Database,
     MissingDependencyError,
     StoredApiKey,
 )
 
+from . import _operator  # noqa: F401 (registers the operator's commands on app)
+from ._common import (
+    API_KEY_PREFIX,
+    DatabaseUrl,
+    app,
+    db_app,
+    fail,
+    keys_app,
+    run,
+    table,
+    when,
+    with_database,
+)
+
 __all__ = ["app"]
-
-T = TypeVar("T")
-
-# rich_markup_mode=None: Typer's rich help shows a type (``<bool>``) beside every flag, --help
-# included, and cuts long environment variable names at 80 columns; Click's plain layout has
-# neither fault.
-app = typer.Typer(
-    name="convodb",
-    help="Conversation storage for LLM agents: the HTTP service and its API keys.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-keys_app = typer.Typer(
-    help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
-)
-app.add_typer(keys_app, name="keys")
-db_app = typer.Typer(
-    help="The database's schema: its version, and the migration to the one this convodb needs.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(db_app, name="db")
-
-API_KEY_PREFIX = "cdb_"
-"""Tokens start with this (``cdb_<key id>_<secret>``): an argument that does is a token."""
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"convodb {version('convodb')}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            callback=_print_version,
-            is_eager=True,
-            help="Print convodb's version and exit.",
-        ),
-    ] = False,
-) -> None:
-    """Conversation storage for LLM agents: the HTTP service and its API keys."""
-
-
-DatabaseUrl = Annotated[
-    str,
-    typer.Option(
-        "--database-url",
-        envvar=["CONVODB_DATABASE_URL", "DATABASE_URL"],
-        help="sqlite:///path.db or postgresql://user@host/db.",
-        show_default=True,
-    ),
-]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(1)
-
-
-def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; the CLI's one error handler turns convodb's errors into exit 1."""
-    try:
-        return asyncio.run(work())
-    except (ConvodbError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    except DBAPIError as exc:  # a driver error convodb has no type for: say it, no traceback
-        raise _fail(f"database error: {exc.orig}") from None
-
-
-async def _with_database(
-    url: str | Database, work: Callable[[Database], Awaitable[T]], *, api_keys: bool = False
-) -> T:
-    async with Database(url) if isinstance(url, str) else url as db:
-        # Idempotent: every command works on a fresh database. api_keys: the HTTP service's
-        # table, for the commands that manage keys and for serve.
-        await db.create_all(api_keys=api_keys)
-        return await work(db)
-
-
-def _when(at: datetime | None) -> str:
-    return "-" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    lines = [header, *rows]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
 
 
 @app.command("init-db")
@@ -133,7 +45,7 @@ def init_db(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
     async def work(db: Database) -> str:
         return repr(db)
 
-    shown = _run(lambda: _with_database(database_url, work))
+    shown = run(lambda: with_database(database_url, work))
     typer.echo(f"convodb tables ready in {shown}")
 
 
@@ -151,7 +63,7 @@ def db_upgrade(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
             await db.upgrade()
             return before, head
 
-    before, head = _run(work)
+    before, head = run(work)
     if before == head:
         typer.echo(f"already at {head} (head)")
     else:
@@ -166,7 +78,7 @@ def db_current(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
         async with Database(database_url) as db:
             return await db.schema_version()
 
-    current, head = _run(work)
+    current, head = run(work)
     typer.echo(f"current: {current or 'none'} (head: {head})")
     if current != head:
         typer.echo(
@@ -195,13 +107,13 @@ def keys_create(
 ) -> None:
     """Create an API key and print its token, once: only a digest of it is stored."""
     if (user is None) == (not service):
-        raise _fail("give either --user USER or --service")
+        raise fail("give either --user USER or --service")
 
     async def work(db: Database) -> Any:
         async with db.session() as session:
             return await ApiKeyService(session).create(user, name=name)
 
-    created = _run(lambda: _with_database(database_url, work, api_keys=True))
+    created = run(lambda: with_database(database_url, work, api_keys=True))
     if quiet:
         typer.echo(created.token)
         return
@@ -230,7 +142,7 @@ def keys_list(
                     return found
                 cursor = page.next_cursor
 
-    found = _run(lambda: _with_database(database_url, work, api_keys=True))
+    found = run(lambda: with_database(database_url, work, api_keys=True))
     if not found:
         typer.echo("No API keys. Create one with: convodb keys create --user USER")
         return
@@ -239,12 +151,12 @@ def keys_list(
             k.id,
             "(service)" if k.user_id is None else k.user_id,
             k.name or "",
-            _when(k.created_at),
-            _when(k.revoked_at),
+            when(k.created_at),
+            when(k.revoked_at),
         )
         for k in found
     ]
-    typer.echo(_table(("ID", "USER", "NAME", "CREATED", "REVOKED"), rows))
+    typer.echo(table(("ID", "USER", "NAME", "CREATED", "REVOKED"), rows))
 
 
 @keys_app.command("revoke")
@@ -266,10 +178,10 @@ def keys_revoke(
         async with db.session() as session:
             return await ApiKeyService(session).revoke(key_id)
 
-    revoked = _run(lambda: _with_database(database_url, work, api_keys=True))
+    revoked = run(lambda: with_database(database_url, work, api_keys=True))
     if revoked is None:
-        raise _fail(f"no API key with id {shown}; see: convodb keys list --all")
-    typer.echo(f"Revoked API key {revoked.id} ({_when(revoked.revoked_at)}).")
+        raise fail(f"no API key with id {shown}; see: convodb keys list --all")
+    typer.echo(f"Revoked API key {revoked.id} ({when(revoked.revoked_at)}).")
 
 
 def _key_id(key: str) -> tuple[str, str]:
@@ -350,8 +262,8 @@ def serve(
         from convodb.server import Settings, create_app
     except ImportError as exc:
         if isinstance(exc, MissingDependencyError):
-            raise _fail(str(exc)) from None
-        raise _fail(str(MissingDependencyError(exc.name or "uvicorn", "server"))) from None
+            raise fail(str(exc)) from None
+        raise fail(str(MissingDependencyError(exc.name or "uvicorn", "server"))) from None
     try:
         settings = Settings.from_env(
             database_url=database_url,
@@ -372,9 +284,9 @@ def serve(
         # that cannot be reached is one line through the CLI's one error handler, and exit 1.
         application = create_app(settings.but(create_schema=False))  # reads the JWT key files
     except (ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if settings.create_schema:
-        _run(lambda: _with_database(settings.database(), _ready, api_keys=settings.api_keys))
+        run(lambda: with_database(settings.database(), _ready, api_keys=settings.api_keys))
     if settings.dev:
         banner = "!" * 78
         typer.secho(
