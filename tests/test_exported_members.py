@@ -38,6 +38,7 @@ def test_exported_members() -> None:
         "LimitExceededError",
         "Limits",
         "Message",
+        "MessageNotFoundError",
         "MissingDependencyError",
         "NewMessage",
         "Page",

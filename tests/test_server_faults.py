@@ -19,6 +19,7 @@ import pytest
 from convodb import Database, StoreBusyError, StoreUnavailableError
 from convodb.server import create_app
 from tests._http import JWT_SECRET, make_client, settings
+from tests.conftest import BACKENDS
 
 UNAVAILABLE = {
     "type": "urn:convodb:problem:store-unavailable",
@@ -39,13 +40,15 @@ def bearer(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 async def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A database that cannot be opened: a file in a missing folder, a closed port."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'missing-folder' / 'secret-name.db'}"
-    else:
+    elif request.param == "postgresql":
         url = "postgresql://postgres@127.0.0.1:1/secret_name"
+    else:
+        url = "mariadb://root@127.0.0.1:1/secret_name"
     database = Database(url)
     try:
         yield database

@@ -40,8 +40,9 @@ def live(
     """A server on each database, and headers with a key for it."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis') / 'convodb.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
+    else:  # the run's own database on that server
+        fixture = {"postgresql": "postgres_url", "mariadb": "mariadb_url"}[request.param]
+        url = str(request.getfixturevalue(fixture))
     env = {"CONVODB_DATABASE_URL": url, "CONVODB_JWT_SECRET": JWT_SECRET}
     created = cli("keys", "create", "--user", "fuzzer", "--quiet", env=env)
     assert created.returncode == 0, created.stderr
