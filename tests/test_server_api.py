@@ -226,6 +226,35 @@ async def test_list_summaries_pages_newest_first(api: Api) -> None:
     assert_problem(with_cursor, 404, "conversation-not-found")
 
 
+async def test_delete_me_erases_everything_of_the_caller_and_nobody_else(api: Api) -> None:
+    alice, bob = await api.auth("alice"), await api.auth("bob")
+    mine = (await new_conversation(api, "alice"))["id"]
+    theirs = (await new_conversation(api, "bob"))["id"]
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    for cid, headers in ((mine, alice), (theirs, bob)):
+        appended = await api.client.post(
+            f"/v1/conversations/{cid}/messages", json={"messages": messages}, headers=headers
+        )
+        assert appended.status_code == 201, appended.text
+
+    erased = await api.client.delete("/v1/me", headers=alice)
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {
+        "user_id": "alice",
+        "conversations": 1,
+        "messages": 2,
+        "summaries": 0,
+        "attachments": 0,
+        "idempotency_keys": 0,
+        "api_keys": 1,
+    }
+    # Alice's key went with her; Bob's conversation is untouched.
+    assert (await api.client.get(f"/v1/conversations/{mine}", headers=alice)).status_code == 401
+    again = await api.client.get(f"/v1/conversations/{theirs}/messages", headers=bob)
+    assert [m["content"] for m in again.json()["items"]] == ["hi", "hello"]
+    assert (await api.client.delete("/v1/me")).status_code == 401
+
+
 async def test_invalid_message_stores_nothing_and_names_the_field(api: Api) -> None:
     alice = await api.auth("alice")
     cid = (await new_conversation(api))["id"]

@@ -44,9 +44,11 @@ def live(
         fixture = {"postgresql": "postgres_url", "mariadb": "mariadb_url"}[request.param]
         url = str(request.getfixturevalue(fixture))
     env = {"CONVODB_DATABASE_URL": url, "CONVODB_JWT_SECRET": JWT_SECRET}
-    created = cli("keys", "create", "--user", "fuzzer", "--quiet", env=env)
+    # A service key naming its user per request: DELETE /v1/me, fuzzed like every operation,
+    # erases the user's own keys, and a key bound to the user would go with them.
+    created = cli("keys", "create", "--service", "--quiet", env=env)
     assert created.returncode == 0, created.stderr
-    headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    headers = {"Authorization": f"Bearer {created.stdout.strip()}", "X-Convodb-User": "fuzzer"}
     server = start_server("--log-level", "warning", env=env)
     try:
         yield server, headers

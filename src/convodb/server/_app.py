@@ -25,6 +25,7 @@ from ._auth import Authenticator
 from ._body import BodyLimitMiddleware
 from ._conversations import add_conversation_routes
 from ._health import add_health_routes
+from ._me import add_me_routes
 from ._messages import add_message_routes
 from ._problems import INVALID_INPUT, INVALID_REQUEST, handle_error
 from ._routing import problems
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     add_conversation_routes(app, settings)
     add_message_routes(app, settings)
     add_agent_input_routes(app, settings)
+    add_me_routes(app)
     add_health_routes(app)
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]

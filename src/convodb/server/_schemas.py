@@ -33,6 +33,7 @@ __all__ = [
     "ConversationOut",
     "ConversationPage",
     "ConversationUpdate",
+    "ErasureOut",
     "Health",
     "MessageIn",
     "MessageOut",
@@ -268,6 +269,34 @@ class ConversationOut(BaseModel):
     last_seq: int = Field(description="The newest message's seq, which is the message count.")
     created_at: datetime
     updated_at: datetime = Field(description="Moves on every append and update.")
+
+
+class ErasureOut(BaseModel):
+    """What ``DELETE /v1/me`` deleted, by kind."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "alice",
+                    "conversations": 3,
+                    "messages": 120,
+                    "summaries": 1,
+                    "attachments": 2,
+                    "idempotency_keys": 40,
+                    "api_keys": 1,
+                }
+            ]
+        }
+    )
+
+    user_id: str
+    conversations: int
+    messages: int
+    summaries: int
+    attachments: int
+    idempotency_keys: int = Field(description="Messages that carried an idempotency key.")
+    api_keys: int = Field(description="API keys bound to the user (the request's own included).")
 
 
 class ConversationPage(BaseModel):
