@@ -14,6 +14,11 @@ results). What each one can and cannot do shapes how it is driven:
 - LlamaIndex ``SQLAlchemyChatStore``: ``get_messages(limit=n)`` returns the *oldest* n, so
   latest-50 is ``count_messages`` then ``get_messages(offset=count - 50, limit=50)``.
 
+On MariaDB only LangChain runs: the OpenAI Agents SDK's and LlamaIndex's tables declare a
+``String`` column without a length (``agent_sessions.session_id``, ``llama_chat.key``), which
+SQLAlchemy cannot create on MySQL/MariaDB ("VARCHAR requires a length on dialect mysql"), so
+neither works there as shipped; creating their tables by hand would be benchmarking a fork.
+
 None of them offers an "after this position" read: the concurrent-writers reader polls the
 whole conversation through the public API (``follow_mode = "snapshot"``).
 Bulk loads write each peer's own table layout and serialization on the bare driver.
@@ -57,7 +62,7 @@ def _naive(n: int) -> datetime:
 
 def _ts(target: Target, n: int) -> Any:
     at = _naive(n)
-    return at if target.dialect == "postgresql" else at.isoformat(sep=" ")
+    return at if target.dialect in ("postgresql", "mariadb") else at.isoformat(sep=" ")
 
 
 def _messages(
@@ -73,6 +78,9 @@ def _messages(
 class OpenAIAgentsSQLAlchemy(Store):
     name, group = "openai-agents SQLAlchemySession", "openai-sa"
     follow_mode = "snapshot"
+    # Not MariaDB: its session_id is a length-less String primary key, which SQLAlchemy
+    # refuses to create on MySQL ("VARCHAR requires a length on dialect mysql").
+    dialects = ("sqlite", "postgresql")
 
     async def open(self) -> None:
         self._cls = _mod("agents.extensions.memory").SQLAlchemySession
@@ -163,6 +171,7 @@ class OpenAIAgentsSQLite(Store):
 class LangChainSQL(Store):
     name, group = "langchain SQLChatMessageHistory", "langchain"
     follow_mode = "snapshot"
+    dialects = ("sqlite", "postgresql", "mariadb")  # TEXT columns only: runs on MariaDB as is
 
     async def open(self) -> None:
         sql = _mod("langchain_community.chat_message_histories.sql")
@@ -224,6 +233,9 @@ class LangChainSQL(Store):
 class LlamaIndexSQL(Store):
     name, group = "llamaindex SQLAlchemyChatStore", "llamaindex"
     follow_mode = "snapshot"
+    # Not MariaDB: its key column is a length-less String (indexed), which SQLAlchemy
+    # refuses to create on MySQL ("VARCHAR requires a length on dialect mysql").
+    dialects = ("sqlite", "postgresql")
     TABLE = "llama_chat"
 
     async def open(self) -> None:

@@ -5,7 +5,9 @@ For each database, on a fresh database with a 200-message conversation:
 - **statements** per operation, from SQLAlchemy's ``before_cursor_execute`` and transaction
   events, and pool checkouts (``pool_pre_ping`` costs a round trip per checkout);
 - **round trips** per operation: on PostgreSQL by counting ReadyForQuery messages through a
-  loopback proxy between the driver and the server (exact, driver-independent); on SQLite by
+  loopback proxy between the driver and the server (exact, driver-independent); on MariaDB by
+  counting the commands the client sends through such a proxy (a packet with sequence id 0
+  starts one; all but ``COM_STMT_CLOSE`` wait for a reply); on SQLite by
   counting aiosqlite's thread hops (each ``await`` on the driver is one: a diagnostic that
   wraps aiosqlite's private ``Connection._execute``, never used by the benchmark itself);
 - **CPU vs wall** per operation, and a cProfile of the CPU time by package (convodb,
@@ -30,7 +32,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ._data import Target, content_for, fresh_database, load_core
-from .stores import Convodb, RawPostgres, RawSqlite, Store
+from .stores import Convodb, RawMariaDB, RawPostgres, RawSqlite, Store
+
+RAW: dict[str, type[Store]] = {
+    "sqlite": RawSqlite,
+    "postgresql": RawPostgres,
+    "mariadb": RawMariaDB,
+}
 
 Counter = collections.Counter
 
@@ -99,6 +107,77 @@ class PgRoundTrips:
         )
 
 
+MYSQL_COMMANDS = {
+    0x01: "QUIT",
+    0x03: "QUERY",
+    0x0E: "PING",
+    0x11: "CHANGE_USER",
+    0x16: "STMT_PREPARE",
+    0x17: "STMT_EXECUTE",
+    0x19: "STMT_CLOSE",
+    0x1A: "STMT_RESET",
+    0x1F: "RESET_CONNECTION",
+    0xFA: "STMT_BULK_EXECUTE",
+}
+MYSQL_NO_REPLY = {0x01, 0x19}  # QUIT, STMT_CLOSE
+
+
+class MySQLRoundTrips:
+    """A loopback TCP proxy that counts the commands a MySQL/MariaDB client sends: a client
+    packet with sequence id 0 starts a command, and every command but ``COM_STMT_CLOSE`` and
+    ``COM_QUIT`` waits for the server's reply, so the count is the round trips (the
+    handshake's client packets have sequence ids >= 1 and are not counted)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.ready = 0
+        self.client_messages: Counter[str] = Counter()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def client_to_server() -> None:
+            buffer = b""
+            try:
+                while data := await reader.read(65536):
+                    up_writer.write(data)
+                    buffer += data
+                    while len(buffer) >= 4:
+                        length = int.from_bytes(buffer[:3], "little")
+                        if len(buffer) < length + 4:
+                            break
+                        packet, buffer = buffer[: length + 4], buffer[length + 4 :]
+                        if packet[3] == 0 and length:
+                            command = packet[4]
+                            name = MYSQL_COMMANDS.get(command, hex(command))
+                            if command not in MYSQL_NO_REPLY:
+                                self.ready += 1
+                            self.client_messages[name] += 1
+                            if command in (0x03, 0x16):  # QUERY, STMT_PREPARE: the SQL
+                                sql = " ".join(packet[5:].decode(errors="replace").split())
+                                self.client_messages[f"{name}: {sql[:40]}"] += 1
+                    await up_writer.drain()
+            finally:
+                up_writer.close()
+
+        async def server_to_client() -> None:
+            try:
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            finally:
+                writer.close()
+
+        await asyncio.gather(client_to_server(), server_to_client(), return_exceptions=True)
+
+
 class SqliteHops:
     """Counts aiosqlite thread hops by the name of the function sent to the worker thread."""
 
@@ -135,7 +214,16 @@ def watch_sqlalchemy(engine: Any) -> Counter[str]:
     return seen
 
 
-LAYERS = ("convodb", "sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "asyncio", "benchmarks")
+LAYERS = (
+    "convodb",
+    "sqlalchemy",
+    "asyncpg",
+    "asyncmy",
+    "aiosqlite",
+    "sqlite3",
+    "asyncio",
+    "benchmarks",
+)
 
 
 def layer_of(filename: str) -> str:
@@ -178,25 +266,30 @@ async def measure(
     }
 
 
+Proxy = PgRoundTrips | MySQLRoundTrips
+
+
 @contextlib.asynccontextmanager
-async def _proxied(target: Target) -> AsyncIterator[tuple[Target, PgRoundTrips | None]]:
-    if target.dialect != "postgresql":
+async def _proxied(target: Target) -> AsyncIterator[tuple[Target, Proxy | None]]:
+    if target.dialect not in ("postgresql", "mariadb"):
         yield target, None
         return
     from urllib.parse import urlsplit
 
     parts = urlsplit(target.dsn)
-    proxy = PgRoundTrips(parts.hostname or "127.0.0.1", parts.port or 5432)
+    mariadb = target.dialect == "mariadb"
+    upstream = parts.port or (3306 if mariadb else 5432)
+    proxy = (MySQLRoundTrips if mariadb else PgRoundTrips)(parts.hostname or "127.0.0.1", upstream)
     port = await proxy.start()
-    proxied = Target("postgresql", target.path)
     # Point the stores at the proxy through the module-level URL they read.
     data: Any = importlib.import_module("benchmarks._data")
-    original = data.POSTGRES_URL
-    data.POSTGRES_URL = original.replace(f":{parts.port or 5432}/", f":{port}/")
+    attribute = "MARIADB_URL" if mariadb else "POSTGRES_URL"
+    original = getattr(data, attribute)
+    setattr(data, attribute, original.replace(f":{upstream}/", f":{port}/"))
     try:
-        yield proxied, proxy
+        yield target, proxy
     finally:
-        data.POSTGRES_URL = original
+        setattr(data, attribute, original)
         await proxy.stop()
 
 
@@ -211,7 +304,7 @@ async def profile_dialect(dialect: str, n: int, top: int) -> None:
         hops = SqliteHops() if dialect == "sqlite" else None
         try:
             async with _proxied(target) as (t, proxy):
-                raw: Store = (RawSqlite if dialect == "sqlite" else RawPostgres)(t)
+                raw: Store = RAW[dialect](t)
                 conv = Convodb(t)
                 for store in (raw, conv):
                     await store.open()
@@ -247,7 +340,7 @@ async def _one(
     cid: str,
     seen: Counter[str],
     hops: SqliteHops | None,
-    proxy: PgRoundTrips | None,
+    proxy: Proxy | None,
 ) -> None:
     """Statements and round trips of one warm append and one warm latest-50."""
     for label, op in (
@@ -285,7 +378,7 @@ def _print(r: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_convodb")
-    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--db", default="sqlite,postgresql,mariadb")
     parser.add_argument("-n", type=int, default=300)
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()

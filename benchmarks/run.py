@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: every workload, every store, SQLite and PostgreSQL, in one run.
+"""``python -m benchmarks``: every workload, every store, SQLite, PostgreSQL and MariaDB, in one
+run.
 
 Prints one table per database (medians of the rounds, ratios against ``raw``) and writes
 the full results as JSON. ``--quick`` is a smoke-sized run (under 2 minutes); the full run
@@ -23,10 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from . import workloads as w
-from ._data import Target, fresh_database, postgres_available
+from ._data import Target, fresh_database, mariadb_available, postgres_available
 from .peers import PEERS
 from .report import render
-from .stores import Convodb, RawPostgres, RawSqlite, Store
+from .stores import Convodb, RawMariaDB, RawPostgres, RawSqlite, Store
+
+RAW: dict[str, type[Store]] = {
+    "sqlite": RawSqlite,
+    "postgresql": RawPostgres,
+    "mariadb": RawMariaDB,
+}
+AVAILABLE = {"postgresql": postgres_available, "mariadb": mariadb_available}
+"""Servers that may be unreachable: their half of the run is skipped, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ def _versions() -> dict[str, str]:
         "sqlalchemy",
         "asyncpg",
         "aiosqlite",
+        "asyncmy",
         "openai-agents",
         "langchain-community",
         "langchain-core",
@@ -141,7 +151,7 @@ class Bench:
         self.store_names = store_names
 
     def classes(self, dialect: str) -> list[type[Store]]:
-        raw: type[Store] = RawSqlite if dialect == "sqlite" else RawPostgres
+        raw = RAW[dialect]
         chosen: list[type[Store]] = [raw, Convodb, *PEERS]
         return [
             c
@@ -303,13 +313,20 @@ async def _main(args: argparse.Namespace) -> int:
     }
     started = time.perf_counter()
     for dialect in args.db.split(","):
-        if dialect == "postgresql" and (why := await postgres_available()) is not None:
-            log(f"postgresql: skipped ({why})")
-            results["results"]["postgresql"] = {"skipped": why}
+        available = AVAILABLE.get(dialect)
+        if available is not None and (why := await available()) is not None:
+            log(f"{dialect}: skipped ({why})")
+            results["results"][dialect] = {"skipped": why}
             continue
         results["results"][dialect] = await bench.dialect(dialect)
-    reachable = [d for d, r in results["results"].items() if "skipped" not in r]
-    results["http"] = await http_bench.run(args.quick, reachable)
+    # The HTTP part has no MariaDB yardstick: it runs on SQLite and PostgreSQL only.
+    reachable = [
+        d for d, r in results["results"].items() if "skipped" not in r and d in http_bench.DIALECTS
+    ]
+    if reachable:
+        results["http"] = await http_bench.run(args.quick, reachable)
+    else:
+        results["http"] = {"note": f"n/a: runs on {', '.join(http_bench.DIALECTS)} only"}
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     text = render(results)
     print(text)
@@ -327,7 +344,11 @@ def _write_json(path: Path, results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke-sized run, under 2 minutes")
-    parser.add_argument("--db", default="sqlite,postgresql", help="comma-separated databases")
+    parser.add_argument(
+        "--db",
+        default="sqlite,postgresql,mariadb",
+        help=f"comma-separated databases among {', '.join(RAW)}",
+    )
     parser.add_argument(
         "--stores",
         default=None,
@@ -336,4 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--json", default="benchmarks/results/latest.json", help="where to write the JSON results"
     )
-    return asyncio.run(_main(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.db.split(",")) - set(RAW))
+    if unknown:
+        parser.error(
+            f"--db: unknown database(s) {', '.join(unknown)}; choose among {', '.join(RAW)}"
+        )
+    return asyncio.run(_main(args))

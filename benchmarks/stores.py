@@ -9,6 +9,11 @@ convodb's own schema (so that the two differ in statements, not in tables):
 - SQLite: ``UPDATE conversations ... RETURNING last_seq`` (which takes the write lock), one
   ``executemany`` INSERT and COMMIT: SQLite has no data-modifying CTE, and in-process
   statements cost a thread hop each, not a network round trip.
+- MariaDB: ``UPDATE conversations SET last_seq = LAST_INSERT_ID(last_seq + n) ...`` (the row
+  lock; the new ``last_seq`` comes back in the OK packet as ``lastrowid``, the affected-row
+  count says whether the conversation is the user's), one INSERT of the batch (a bulk
+  ``executemany`` of a prepared statement), COMMIT: three round trips, as MariaDB has neither
+  ``UPDATE ... RETURNING`` nor a data-modifying CTE. Reads commit too (autocommit is off).
 - latest-N: ``WHERE conversation_id = ? AND EXISTS (owned) ORDER BY seq DESC LIMIT n``, an
   index range scan of the primary key with the ownership check in the same statement; rows
   are decoded (JSON, UTC timestamps) as a correct store must.
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ._data import USER, Target, aiosqlite, asyncpg, load_core
+from ._data import USER, Target, aiosqlite, asyncmy, asyncpg, load_core, mariadb_connect_args
 
 Msg = tuple[str, str, int]
 """role, content, token estimate"""
@@ -372,11 +377,161 @@ class RawSqlite(Store):
         await load_core(self.target, conversations, first_message=first)
 
 
+# -- raw: MariaDB ----------------------------------------------------------------------------
+
+_MY_BUMP = (
+    "UPDATE conversations SET last_seq = LAST_INSERT_ID(last_seq + %s), updated_at = %s "
+    "WHERE id = %s AND user_id = %s"
+)
+_MY_INSERT = (
+    "INSERT INTO messages (conversation_id, seq, id, role, content, metadata, token_count,"
+    " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_MY_COLUMNS = _COLUMNS.replace(" key,", " `key`,")  # KEY is a reserved word in MySQL
+_MY_LATEST = f"""
+SELECT {_MY_COLUMNS} FROM messages
+WHERE conversation_id = %s
+  AND EXISTS (SELECT 1 FROM conversations WHERE id = %s AND user_id = %s)
+ORDER BY seq DESC LIMIT %s
+"""
+_MY_AFTER = """
+SELECT seq, content FROM messages
+WHERE conversation_id = %s AND seq > %s
+  AND EXISTS (SELECT 1 FROM conversations WHERE id = %s AND user_id = %s)
+ORDER BY seq LIMIT %s
+"""
+_MY_BEFORE = """
+SELECT seq, content, token_count FROM messages
+WHERE conversation_id = %s AND seq < %s
+  AND EXISTS (SELECT 1 FROM conversations WHERE id = %s AND user_id = %s)
+ORDER BY seq DESC LIMIT %s
+"""
+
+
+def _decode_mariadb_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """What a correct store hands back: JSON (LONGTEXT) decoded, DATETIME(6) aware UTC."""
+    seq, id_, role, content, calls, name, call_id, metadata, key, tokens, at = row
+    return (
+        seq,
+        id_,
+        role,
+        content,
+        json.loads(calls) if calls else None,
+        name,
+        call_id,
+        json.loads(metadata),
+        key,
+        tokens,
+        at.replace(tzinfo=UTC),
+    )
+
+
+class RawMariaDB(Store):
+    """asyncmy's pool, autocommit off, READ COMMITTED (as convodb's sessions run).
+
+    With ``stmt_cache_size`` asyncmy runs positional ``%s`` statements as server-side prepared
+    statements (prepared once per connection, binary rows) and ``executemany`` of an INSERT as
+    one ``COM_STMT_BULK_EXECUTE`` on MariaDB. Measured on this machine against the text
+    protocol (p50 of 300-600 sequential calls, medians of 3 rounds, in two sessions): latest-50
+    0.46-0.53 ms vs 0.55-0.65 ms, an append of 1 message 0.47-0.65 vs 0.53-0.77 ms, of 10
+    0.63-0.77 vs 0.80-1.17 ms; with the text protocol, ``executemany`` (which asyncmy sends as
+    one multi-row INSERT) and a hand-built ``VALUES`` list of n rows were within noise of each
+    other. So the yardstick turns the statement cache on.
+    """
+
+    name, group, dialects = "raw", "core", ("mariadb",)
+
+    async def open(self) -> None:
+        self.pool = await asyncmy().create_pool(
+            minsize=1,
+            maxsize=POOL_SIZE,
+            autocommit=False,
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            stmt_cache_size=16,
+            **mariadb_connect_args(self.target.path),
+        )
+
+    async def close(self) -> None:
+        self.pool.close()
+        await self.pool.wait_closed()
+
+    async def create(self, cid: str) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        async with self.pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute(
+                "INSERT INTO conversations (id, user_id, metadata, last_seq, created_at, "
+                "updated_at) VALUES (%s, %s, '{}', 0, %s, %s)",
+                (cid, USER, now, now),
+            )
+            await conn.commit()
+
+    async def append(self, cid: str, msgs: Sequence[Msg]) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        async with self.pool.acquire() as conn, conn.cursor() as cursor:
+            try:
+                await cursor.execute(_MY_BUMP, (len(msgs), now, cid, USER))
+                if cursor.rowcount != 1:
+                    raise ConversationMissing(cid)  # rolled back below
+                first = cursor.lastrowid - len(msgs) + 1
+                rows = [
+                    (cid, first + i, str(uuid.uuid4()), role, content, "{}", tokens, now)
+                    for i, (role, content, tokens) in enumerate(msgs)
+                ]
+                await cursor.executemany(_MY_INSERT, rows)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Any]:
+        # Autocommit is off: the SELECT opens a transaction, which must end before the
+        # connection goes back (asyncmy's pool closes a connection returned inside one).
+        async with self.pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute(sql, params)
+            rows = await cursor.fetchall()
+            await conn.commit()
+            return rows
+
+    async def latest(self, cid: str, n: int) -> list[str]:
+        rows = await self._fetch(_MY_LATEST, (cid, cid, USER, n))
+        return [_decode_mariadb_row(r)[3] for r in reversed(rows)]
+
+    async def read_all(self, cid: str) -> list[str]:
+        out: list[str] = []
+        cursor = 0
+        while True:
+            items, cursor = await self.follow(cid, cursor)
+            if not items:
+                return out
+            out.extend(items)
+
+    async def follow(self, cid: str, cursor: Any) -> tuple[list[str], Any]:
+        rows = await self._fetch(_MY_AFTER, (cid, cursor or 0, cid, USER, PAGE))
+        return [r[1] for r in rows], (rows[-1][0] if rows else cursor)
+
+    async def window(self, cid: str, max_tokens: int) -> int | None:
+        kept, used, before = 0, 0, 2**62
+        while True:
+            rows = await self._fetch(_MY_BEFORE, (cid, before, cid, USER, 100))
+            for _seq, content, tokens in rows:
+                used += tokens or tokens_estimate(content)
+                if used > max_tokens:
+                    return kept
+                kept += 1
+            if len(rows) < 100:
+                return kept
+            before = rows[-1][0]
+
+    async def bulk_load(self, conversations: Sequence[tuple[str, int]], first: int) -> None:
+        await load_core(self.target, conversations, first_message=first)
+
+
 # -- convodb, through its public API ----------------------------------------------------------
 
 
 class Convodb(Store):
     name, group = "convodb", "core"
+    dialects = ("sqlite", "postgresql", "mariadb")
 
     async def open(self) -> None:
         from convodb import ConversationService, Database
