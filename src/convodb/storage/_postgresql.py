@@ -1,4 +1,5 @@
-"""PostgreSQL: asyncpg for the engine, and a small pool of convodb's own for the hot path.
+"""PostgreSQL: asyncpg for the engine, and a small pool of convodb's own (``_pool``) for the
+hot path.
 
 An append the service owns is one statement (:data:`APPEND`): the ``UPDATE ... RETURNING``
 that reserves the seqs and proves ownership feeds the ``INSERT`` of the messages (and of their
@@ -8,12 +9,10 @@ statement only. Errors are classified by SQLSTATE.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, text
@@ -24,6 +23,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
 from ._base import Backend, DriverConnections, Timeouts, driver, one_loop_per_connection
+from ._pool import DriverPool
 
 __all__ = ["APPEND", "ARRAY_COLUMNS", "PgConnections", "PostgresBackend"]
 
@@ -273,121 +273,23 @@ SELECT last_seq FROM c
 """
 
 
-class PgConnections:
-    """The hot path's asyncpg connections: a small pool of convodb's own, per event loop.
+class PgConnections(DriverPool):
+    """The hot path's asyncpg connections (see ``_pool``), in autocommit.
 
-    asyncpg's ``Pool`` costs a task per release (a shield) and a timeout per acquire; on the
-    hot path that was more than the statement's own client-side work (see
-    ``benchmarks/results``). This pool keeps the guarantees that ``Pool`` gives:
-
-    - at most ``max_size`` connections; a caller waits up to ``Timeouts.pool`` for one to
-      come free (``StoreBusyError`` then), and ``Timeouts.connect`` for a new one to open;
-    - every statement runs under asyncpg's ``command_timeout`` and the server's
-      ``statement_timeout`` (``Timeouts.statement``);
-    - a connection is reused only after a clean exit or a server error (the server answered:
-      the connection is idle). One that saw anything else -- a cancellation, a timeout, a lost
-      connection, an argument asyncpg refused after it had sent the statement -- is
-      terminated, never reused: it may be mid-protocol, holding the statement's locks;
-    - idle connections are closed after ``Timeouts.idle``, newest reused first;
-    - connections belong to the event loop that opened them: on another loop (``asyncio.run``
-      twice) the pool starts afresh; in a forked child (a pre-forking server) the parent's
-      connections are kept unused -- closing them, even by the garbage collector, would end
-      the parent's sessions -- and the child opens its own;
-    - :meth:`close` closes the idle ones, and the ones in use when they come back.
-
-    It sends no reset query: the hot path runs single statements in autocommit and leaves no
-    session state behind. Errors of the connection, not of the statement, are raised as
-    ``StoreUnavailableError``.
+    Every statement runs under asyncpg's ``command_timeout`` and the server's
+    ``statement_timeout`` (``Timeouts.statement``).
     """
 
     def __init__(self, kwargs: dict[str, Any], *, max_size: int, timeouts: Timeouts) -> None:
+        super().__init__(max_size=max_size, timeouts=timeouts)
         self._kwargs = {
             **kwargs,
             "timeout": timeouts.connect,
             "command_timeout": timeouts.command,
             "server_settings": {**server_settings(timeouts), **kwargs.get("server_settings", {})},
         }
-        self._max_size, self._timeouts = max_size, timeouts
-        self._pid = os.getpid()
-        self._inherited: list[Any] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(max_size)
-        self._idle: list[tuple[Any, float]] = []  # (connection, when it came back), newest last
-        self._reaper: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Task[None]] = set()
-        self._generation = 0  # moves on close and on a new loop: older connections retire
-        self.on_connect: list[Callable[[Any], None]] = []
-        """Called with each new asyncpg connection (tests log its queries so)."""
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
-        """An asyncpg connection in autocommit, returned to the pool after the block.
-
-        Raises:
-            StoreBusyError: every connection stayed in use for ``Timeouts.pool``.
-            StoreUnavailableError: a new connection could not be opened, or the connection was
-                lost or timed out during the block.
-        """
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._pid != os.getpid():
-            self._restart(loop)
-        slots, generation = self._slots, self._generation
-        if slots.locked():
-            try:
-                async with asyncio.timeout(self._timeouts.pool):
-                    await slots.acquire()
-            except TimeoutError:
-                raise StoreBusyError(
-                    f"all {self._max_size} database connections stayed in use for "
-                    f"{self._timeouts.pool:g} s; retry the operation"
-                ) from None
-        else:
-            await slots.acquire()  # a free slot: returns at once
-        try:
-            connection = await self._take()
-        except BaseException:
-            slots.release()
-            raise
-        reusable = False
-        try:
-            yield connection
-            reusable = True
-        except BaseException as exc:
-            if _is_server_error(exc):
-                reusable = True
-                raise
-            lost = connection.is_closed() or isinstance(
-                exc, (OSError, _asyncpg().PostgresConnectionError)
-            )
-            if lost and isinstance(exc, Exception):
-                raise StoreUnavailableError(_lost(exc, self._timeouts)) from exc
-            raise
-        finally:
-            self._give(connection, generation, reusable=reusable)
-            slots.release()
-
-    def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._pid != os.getpid():
-            # Another process's connections and timer: keep them, untouched (see above).
-            self._pid = os.getpid()
-            self._inherited.extend(connection for connection, _ in self._idle)
-        else:
-            # Another loop's: unusable here. Marking them closed is all that can be done;
-            # their sockets go with the garbage collector.
-            for connection, _ in self._idle:
-                with contextlib.suppress(Exception):
-                    connection.terminate()
-            if self._reaper is not None:
-                self._reaper.cancel()
-        self._loop, self._idle, self._reaper = loop, [], None
-        self._generation += 1
-        self._slots = asyncio.Semaphore(self._max_size)
-
-    async def _take(self) -> Any:
-        while self._idle:
-            connection, _ = self._idle.pop()
-            if not connection.is_closed():
-                return connection
+    async def _open(self) -> Any:
         asyncpg = _asyncpg()
         try:
             connection = await asyncpg.connect(**self._kwargs)
@@ -395,75 +297,35 @@ class PgConnections:
             raise StoreUnavailableError(_connect_failure(exc, self._timeouts)) from exc
         try:
             await _pg_codecs(connection)
-            for listener in self.on_connect:
-                listener(connection)
         except BaseException:
             connection.terminate()
             raise
         return connection
 
-    def _give(self, connection: Any, generation: int, *, reusable: bool) -> None:
-        if (
-            reusable
-            and generation == self._generation
-            and not connection.is_closed()
-            and not connection.is_in_transaction()
-        ):
-            assert self._loop is not None
-            self._idle.append((connection, self._loop.time()))
-            if self._reaper is None:
-                self._reaper = self._loop.call_later(self._timeouts.idle, self._reap)
-        else:
-            connection.terminate()
+    def _is_closed(self, connection: Any) -> bool:
+        return bool(connection.is_closed())
 
-    def _reap(self) -> None:
-        """Close the connections idle for ``Timeouts.idle``; look again when the next is due."""
-        assert self._loop is not None
-        self._reaper = None
-        expired_before = self._loop.time() - self._timeouts.idle
-        expired = [c for c, at in self._idle if at <= expired_before]
-        self._idle = [(c, at) for c, at in self._idle if at > expired_before]
-        for connection in expired:
-            self._close_later(connection)
-        if self._idle:
-            due = self._idle[0][1] + self._timeouts.idle - self._loop.time()
-            self._reaper = self._loop.call_later(max(due, 0.0), self._reap)
+    def _in_transaction(self, connection: Any) -> bool:
+        return bool(connection.is_in_transaction())
 
-    def _close_later(self, connection: Any) -> None:
-        task = asyncio.ensure_future(_close(connection, self._timeouts.pool))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+    def _terminate(self, connection: Any) -> None:
+        connection.terminate()
 
-    async def close(self) -> None:
-        """Close the idle connections; ones in use are closed when they come back."""
-        idle = [connection for connection, _ in self._idle]
-        self._idle, self._generation = [], self._generation + 1
-        if self._reaper is not None and self._pid == os.getpid():
-            self._reaper.cancel()
-        self._reaper, self._loop = None, None
-        if self._pid != os.getpid():
-            self._inherited.extend(idle)
-            return
-        await asyncio.gather(*(_close(c, self._timeouts.pool) for c in idle), *self._closing)
+    async def _close(self, connection: Any) -> None:
+        await connection.close()
 
+    def _server_answered(self, exc: BaseException) -> bool:
+        """asyncpg raises some errors of its own as ``PostgresError`` subclasses (an argument
+        out of range for its type, after the statement was sent): only the server's carry a
+        severity."""
+        return (
+            isinstance(exc, _asyncpg().PostgresError) and exc.as_dict().get("severity") is not None
+        )
 
-async def _close(connection: Any, seconds: float) -> None:
-    """Close gracefully (the server ends the session at once), or terminate."""
-    try:
-        await asyncio.wait_for(connection.close(), timeout=seconds)
-    except (RuntimeError, TimeoutError, OSError, _asyncpg().PostgresError):
-        # Another loop's, hung, or already lost.
-        with contextlib.suppress(Exception):
-            connection.terminate()
-
-
-def _is_server_error(exc: BaseException) -> bool:
-    """Whether the server answered with an error: the connection is idle and fine.
-
-    asyncpg raises some errors of its own as ``PostgresError`` subclasses (an argument out of
-    range for its type, after the statement was sent): only the server's carry a severity.
-    """
-    return isinstance(exc, _asyncpg().PostgresError) and exc.as_dict().get("severity") is not None
+    def _lost(self, connection: Any, exc: BaseException) -> bool:
+        return bool(connection.is_closed()) or isinstance(
+            exc, (OSError, _asyncpg().PostgresConnectionError)
+        )
 
 
 def _connect_failure(exc: BaseException, timeouts: Timeouts) -> str:
@@ -473,12 +335,6 @@ def _connect_failure(exc: BaseException, timeouts: Timeouts) -> str:
     if sqlstate:
         return f"the database refused the connection (SQLSTATE {sqlstate})"
     return f"the database cannot be reached ({type(exc).__name__})"
-
-
-def _lost(exc: BaseException, timeouts: Timeouts) -> str:
-    if isinstance(exc, TimeoutError) and timeouts.command is not None:
-        return f"the database did not answer within {timeouts.command:g} s"
-    return f"the database connection was lost ({type(exc).__name__})"
 
 
 _asyncpg_module: Any = None
