@@ -67,6 +67,15 @@ class DateTimeUTC(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name in _MYSQL:
+            # asyncmy hands back naive datetimes: attach UTC, without TypeDecorator's chain
+            # around it (a history row has one per message).
+            def aware(value: datetime | None) -> datetime | None:
+                if value is None or value.tzinfo is not None:
+                    return value
+                return value.replace(tzinfo=UTC)
+
+            return aware
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
         # SQLite hands back the stored text; SQLAlchemy's processor parses it with a regex and
@@ -100,6 +109,18 @@ class _JSONText(TypeDecorator[Any]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return None if value is None else json.loads(value)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        # Most metadata is {}: a new empty dict without the parser, and no TypeDecorator
+        # chain around it (a history row has two JSON columns per message).
+        loads = json.loads
+
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            return {} if value == "{}" else loads(value)
+
+        return process
 
 
 JSONType: TypeEngine[Any] = (

@@ -23,13 +23,15 @@ connections of its own here (design rule 13: none until a benchmark shows it cle
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, select, text
+from sqlalchemy import Select, Table, bindparam, event, select, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -39,9 +41,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .. import _statements as statements
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
-from ._base import Backend, Timeouts, one_loop_per_connection
+from ._base import Backend, DriverConnections, Timeouts, driver, one_loop_per_connection
+from ._pool import DriverPool
 
-__all__ = ["MySQLBackend"]
+__all__ = ["MyConnections", "MySQLBackend"]
 
 # MySQL / MariaDB error numbers (server errors 1xxx, client errors 2xxx).
 _DUPLICATE_KEY = 1062
@@ -74,6 +77,12 @@ _BUMP_SEQ = text(
     "UPDATE conversations SET last_seq = LAST_INSERT_ID(last_seq + :n), updated_at = :now "
     "WHERE id = :cid AND user_id = :uid"
 ).bindparams(bindparam("now", type_=statements.conversations.c.updated_at.type))
+_PLAIN_COLUMNS = (
+    "conversation_id", "seq", "id", "role", "content", "metadata", "token_count", "created_at",
+)  # fmt: skip
+_INSERT_PLAIN = statements.messages.insert().values(
+    {name: bindparam(name) for name in _PLAIN_COLUMNS}
+)
 _LOCK = select(statements.conversations.c.last_seq).where(statements.OWNED).with_for_update()
 _MIGRATION_LOCK = "convodb_migrations"
 
@@ -85,6 +94,7 @@ class MySQLBackend(Backend):
     schemes = ("mysql", "mariadb")
     driver_name = "asyncmy"
     extra = "mysql"
+    has_driver_connections = True
 
     @classmethod
     def engine_options(cls, url: URL, *, pool_size: int, timeouts: Timeouts) -> dict[str, Any]:
@@ -98,6 +108,18 @@ class MySQLBackend(Backend):
             "isolation_level": "READ COMMITTED",
             "connect_args": {"connect_timeout": max(1, math.ceil(timeouts.connect))},
         }
+
+    @classmethod
+    def driver_connections(
+        cls,
+        engine: AsyncEngine,
+        connect_args: dict[str, Any],
+        *,
+        max_size: int,
+        timeouts: Timeouts,
+    ) -> DriverConnections | None:
+        _, kwargs = engine.dialect.create_connect_args(engine.url)
+        return MyConnections({**kwargs, **connect_args}, max_size=max_size, timeouts=timeouts)
 
     def configure(self, engine: AsyncEngine, timeouts: Timeouts | None = None) -> None:
         super().configure(engine, timeouts)
@@ -144,6 +166,23 @@ class MySQLBackend(Backend):
         return mysql.insert(table).on_duplicate_key_update({first_key.name: first_key})
 
     # -- the hot path ------------------------------------------------------------------------
+    #
+    # A read or an append the service owns runs on a connection of convodb's own
+    # (MyConnections), not through the session: SQLAlchemy's async execution on asyncmy, its
+    # pool and the AsyncSession cost more than the statements' round trips
+    # (benchmarks/results). Inside a transaction the caller owns, the session runs them.
+
+    async def rows(
+        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
+    ) -> list[Sequence[Any]]:
+        if not own:
+            return await super().rows(session, statement, params, own=own)
+        compiled = self._compile(statement)
+        async with self._own_connection(session) as connection, connection.cursor() as cursor:
+            await cursor.execute(compiled.sql, compiled.args(params))
+            rows = await cursor.fetchall()
+            await connection.commit()  # ends the read's transaction: none stays open idle
+        return compiled.decode(rows)
 
     async def append(
         self,
@@ -154,6 +193,8 @@ class MySQLBackend(Backend):
         own: bool,
         attachments: Sequence[dict[str, Any]] = (),
     ) -> int | None:
+        if own and not attachments:  # binary data goes the session's way: rare, and large
+            return await self._append_own(session, owner, rows)
         result = cast(
             "CursorResult[Any]", await session.execute(_BUMP_SEQ, {**owner, "n": len(rows)})
         )
@@ -166,6 +207,40 @@ class MySQLBackend(Backend):
         if attachments:
             await session.execute(self.insert_attachments, list(attachments))
         return last_seq
+
+    async def _append_own(
+        self, session: AsyncSession, owner: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> int | None:
+        # The transaction is this connection's (autocommit is off): the bump takes the
+        # conversation's row lock, the INSERT follows, COMMIT ends both. A block left by an
+        # error rolls back on the server when the pool terminates the connection, or is
+        # rolled back here when the server answered with the error.
+        bump = self._compile(_BUMP_SEQ)
+        # Plain chat turns (most of them) leave out the columns they hold NULL in: MariaDB's
+        # bulk insert (one COM_STMT_BULK_EXECUTE) takes no column that is NULL in every row.
+        plain = all(_plain(row) for row in rows)
+        insert = self._compile(_INSERT_PLAIN if plain else statements.INSERT_MESSAGES)
+        async with self._own_connection(session) as connection, connection.cursor() as cursor:
+            try:
+                await cursor.execute(bump.sql, bump.args({**owner, "n": len(rows)}))
+                if cursor.rowcount != 1:  # not the user's, or missing: nothing was changed
+                    await connection.rollback()
+                    return None
+                last_seq = int(cursor.lastrowid)
+                first = last_seq - len(rows) + 1
+                numbered = ({**row, "seq": first + i} for i, row in enumerate(rows))
+                await cursor.executemany(insert.sql, insert.many_args(numbered))
+                await connection.commit()
+            except Exception as exc:
+                if _server_answered(exc):
+                    await connection.rollback()
+                raise
+        return last_seq
+
+    def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
+        if isinstance(self.connections, MyConnections):
+            return self.connections.connection()
+        return driver(self, session, own=True)
 
     # -- row locks and writes that return rows -----------------------------------------------
 
@@ -257,6 +332,91 @@ def _locked(connection: Connection) -> Iterator[None]:
     finally:
         connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MIGRATION_LOCK}')")
         connection.commit()
+
+
+class MyConnections(DriverPool):
+    """The hot path's asyncmy connections (see ``_pool``): autocommit off, READ COMMITTED,
+    UTC, the statement timeout on the server as the engine's connections have them, and
+    asyncmy's statement cache (server-side prepared statements, binary rows, and one
+    ``COM_STMT_BULK_EXECUTE`` for an INSERT of many rows on MariaDB)."""
+
+    _STATEMENT_CACHE = 32
+
+    def __init__(self, kwargs: dict[str, Any], *, max_size: int, timeouts: Timeouts) -> None:
+        super().__init__(max_size=max_size, timeouts=timeouts)
+        self._kwargs = {
+            "charset": "utf8mb4",
+            **kwargs,
+            "autocommit": False,
+            "connect_timeout": max(1, math.ceil(timeouts.connect)),
+            "stmt_cache_size": self._STATEMENT_CACHE,
+        }
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection, as ``DriverPool.connection``; the block must finish within the
+        command timeout (one timer for the block, not asyncmy's ``read_timeout``, which
+        costs a task per packet read)."""
+        async with super().connection() as connection, asyncio.timeout(self._timeouts.command):
+            yield connection
+
+    async def _open(self) -> Any:
+        import asyncmy
+
+        try:
+            connection = await asyncmy.connect(**self._kwargs)
+        except (OSError, asyncmy.errors.Error) as exc:
+            code = _errno(exc)
+            why = f"error {code}" if code else type(exc).__name__
+            raise StoreUnavailableError(f"the database cannot be reached ({why})") from exc
+        try:
+            async with connection.cursor() as cursor:
+                mariadb = "mariadb" in connection.get_server_info().lower()
+                await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                for setting in MySQLBackend.session_settings(self._timeouts, mariadb=mariadb):
+                    await cursor.execute(setting)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _is_closed(self, connection: Any) -> bool:
+        return not connection.connected
+
+    def _in_transaction(self, connection: Any) -> bool:
+        return bool(connection.get_transaction_status())
+
+    def _terminate(self, connection: Any) -> None:
+        connection.close()
+
+    async def _close(self, connection: Any) -> None:
+        await connection.ensure_closed()
+
+    def _server_answered(self, exc: BaseException) -> bool:
+        return _server_answered(exc)
+
+    def _lost(self, connection: Any, exc: BaseException) -> bool:
+        code = _errno(exc) if type(exc).__module__.startswith(_DRIVER_MODULES) else None
+        return not connection.connected or isinstance(exc, OSError) or (code or 0) >= 2000
+
+
+def _plain(row: dict[str, Any]) -> bool:
+    """Text content without parts, tool call, tool field or key: what _INSERT_PLAIN holds."""
+    return (
+        row["parts"] is None
+        and row["tool_calls"] is None
+        and row["tool_name"] is None
+        and row["tool_call_id"] is None
+        and row["key"] is None
+        and row["content"] is not None
+    )
+
+
+def _server_answered(error: BaseException) -> bool:
+    """Whether the error is the server's answer to a statement (MySQL server errors are
+    numbered 1000-1999; the client's own, such as a lost connection, 2000 and up)."""
+    code = _errno(error) if type(error).__module__.startswith(_DRIVER_MODULES) else None
+    return code is not None and 1000 <= code < 2000
 
 
 def _errno(error: BaseException | None) -> int | None:
