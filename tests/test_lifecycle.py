@@ -23,6 +23,7 @@ from convodb import (
     StoreBusyError,
     StoreUnavailableError,
 )
+from convodb.storage._pool import DriverPool
 from convodb.storage._postgresql import PgConnections
 
 
@@ -185,12 +186,19 @@ async def test_connections_stay_within_the_budget_and_idle_ones_close(postgres_u
         assert await _sessions(admin, name) <= 1
 
 
-async def test_a_full_pool_is_a_clean_error_in_bounded_time(postgres_url: str) -> None:
-    async with Database(postgres_url, max_connections=2, pool_timeout=0.3) as database:
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The run's database on each server database (the ones with a pool of convodb's own)."""
+    fixture = {"postgresql": "postgres_url", "mariadb": "mariadb_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+async def test_a_full_pool_is_a_clean_error_in_bounded_time(server_url: str) -> None:
+    async with Database(server_url, max_connections=2, pool_timeout=0.3) as database:
         async with database.session() as session:
             cid = (await ConversationService(session).create_conversation("alice")).id
         pool = database._connections
-        assert isinstance(pool, PgConnections)
+        assert isinstance(pool, DriverPool)
         async with pool.connection(), database.engine.connect():
             async with database.session() as session:
                 service = ConversationService(session)
@@ -201,7 +209,9 @@ async def test_a_full_pool_is_a_clean_error_in_bounded_time(postgres_url: str) -
                     await service.list_conversations("alice")
                 assert time.monotonic() - started < 3
         async with database.session() as session:  # nothing is left stuck
-            assert await ConversationService(session).get_conversation_history(cid, "alice") == []
+            service = ConversationService(session)
+            assert await service.get_conversation_history(cid, "alice") == []
+            await service.delete_conversation(cid, "alice")
 
 
 async def test_a_statement_waiting_too_long_is_cancelled_cleanly(postgres_url: str) -> None:
@@ -233,13 +243,14 @@ async def test_a_statement_waiting_too_long_is_cancelled_cleanly(postgres_url: s
             ]
 
 
-async def test_a_missing_database_is_store_unavailable(postgres_url: str) -> None:
-    missing = make_url(postgres_url).set(database="convodb_no_such_database")
+async def test_a_missing_database_is_store_unavailable(server_url: str) -> None:
+    missing = make_url(server_url).set(database="convodb_no_such_database")
+    code = "3D000" if missing.get_backend_name() == "postgresql" else "1049"
     async with Database(missing) as database:
-        with pytest.raises(StoreUnavailableError, match="3D000"):
+        with pytest.raises(StoreUnavailableError, match=code):
             await database.ping()
-        async with database.session() as session:
-            with pytest.raises(StoreUnavailableError, match="3D000"):
+        async with database.session() as session:  # the hot path's own connections
+            with pytest.raises(StoreUnavailableError, match=code):
                 await ConversationService(session).get_conversation_history("c1", "alice")
 
 
