@@ -34,7 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import JSON, Select, Table, event
+from sqlalchemy import JSON, Select, Table, bindparam, event, text
 from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -314,12 +314,20 @@ class Backend:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's spelling."""
         raise NotImplementedError
 
+    table_sizes_sql: ClassVar[str | None] = None
+    """``SELECT`` (table name, bytes on disk with its indexes) of the tables in ``:names``."""
+
     async def table_sizes(
         self, session: AsyncSession, names: Sequence[str]
     ) -> dict[str, int | None]:
         """Bytes on disk of each table with its indexes, as the database reports them
         (``None`` where it cannot tell)."""
-        return dict.fromkeys(names)
+        found: dict[str, int] = {}
+        if self.table_sizes_sql is not None:
+            statement = text(self.table_sizes_sql).bindparams(bindparam("names", expanding=True))
+            rows = await session.execute(statement, {"names": list(names)})
+            found = {str(name): int(size) for name, size in rows}
+        return {name: found.get(name) for name in names}
 
     # -- migrations --------------------------------------------------------------------------
 

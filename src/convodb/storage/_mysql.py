@@ -286,17 +286,11 @@ class MySQLBackend(Backend):
     ) -> contextlib.AbstractContextManager[Any]:
         return _locked_migration(connection)
 
-    async def table_sizes(
-        self, session: AsyncSession, names: Sequence[str]
-    ) -> dict[str, int | None]:
-        # InnoDB's own figures, refreshed by its statistics (approximate between refreshes).
-        statement = text(
-            "SELECT table_name, data_length + index_length FROM information_schema.tables "
-            "WHERE table_schema = DATABASE() AND table_name IN :names"
-        ).bindparams(bindparam("names", expanding=True))
-        rows = (await session.execute(statement, {"names": list(names)})).all()
-        found = {str(name): int(size) for name, size in rows}
-        return {name: found.get(name) for name in names}
+    # InnoDB's own figures, refreshed by its statistics (approximate between refreshes).
+    table_sizes_sql = (
+        "SELECT table_name, data_length + index_length FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_name IN :names"
+    )
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, text
+from sqlalchemy import Select, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -128,17 +128,11 @@ class PostgresBackend(Backend):
     ) -> contextlib.AbstractContextManager[Any]:
         return _migration_transaction(connection)
 
-    async def table_sizes(
-        self, session: AsyncSession, names: Sequence[str]
-    ) -> dict[str, int | None]:
-        statement = text(
-            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c "
-            "WHERE c.relkind = 'r' AND c.relname IN :names "
-            "AND c.relnamespace = to_regnamespace(current_schema())"
-        ).bindparams(bindparam("names", expanding=True))
-        rows = (await session.execute(statement, {"names": list(names)})).all()
-        found = {str(name): int(size) for name, size in rows}
-        return {name: found.get(name) for name in names}
+    table_sizes_sql = (
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c "
+        "WHERE c.relkind = 'r' AND c.relname IN :names "
+        "AND c.relnamespace = to_regnamespace(current_schema())"
+    )
 
     async def rows(
         self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool

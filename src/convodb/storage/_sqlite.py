@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Table, bindparam, event, text
+from sqlalchemy import Select, Table, event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import OperationalError
@@ -169,22 +169,21 @@ class SQLiteBackend(Backend):
     ) -> contextlib.AbstractContextManager[Any]:
         return _migration_transaction(connection)
 
+    # dbstat: one row per page of every table and index, where SQLite was built with it
+    # (Python's usually is); without it the sizes are unknown.
+    table_sizes_sql = (
+        "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat AS d "
+        "JOIN sqlite_master AS m ON m.name = d.name "
+        "WHERE m.tbl_name IN :names GROUP BY m.tbl_name"
+    )
+
     async def table_sizes(
         self, session: AsyncSession, names: Sequence[str]
     ) -> dict[str, int | None]:
-        # dbstat: one row per page of every table and index, where SQLite was built with it
-        # (Python's usually is); the database file's size covers them all otherwise.
-        statement = text(
-            "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat AS d "
-            "JOIN sqlite_master AS m ON m.name = d.name "
-            "WHERE m.tbl_name IN :names GROUP BY m.tbl_name"
-        ).bindparams(bindparam("names", expanding=True))
         try:  # a failed statement leaves SQLite's transaction as it was
-            rows = (await session.execute(statement, {"names": list(names)})).all()
-        except OperationalError:
             return await super().table_sizes(session, names)
-        found = {str(name): int(size) for name, size in rows}
-        return {name: found.get(name) for name in names}
+        except OperationalError:  # no dbstat
+            return dict.fromkeys(names)
 
     def integrity_violations(self, connection: Connection) -> list[Any]:
         return list(connection.exec_driver_sql("PRAGMA foreign_key_check").all())
