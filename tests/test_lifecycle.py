@@ -23,6 +23,7 @@ from convodb import (
     StoreBusyError,
     StoreUnavailableError,
 )
+from convodb.storage._mysql import MyConnections
 from convodb.storage._pool import DriverPool
 from convodb.storage._postgresql import PgConnections
 
@@ -259,3 +260,57 @@ def test_settings_out_of_range_are_clear_errors() -> None:
         Database("sqlite:///x.db", max_connections=1)
     with pytest.raises(ValueError, match="statement_timeout must be a number of seconds > 0"):
         Database("sqlite:///x.db", statement_timeout=0)
+
+
+async def test_a_server_that_accepts_and_never_answers_is_unavailable_in_bounded_time(
+    server_url: str,
+) -> None:
+    # A proxy or a stuck server: the TCP connection opens, the greeting never comes.
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = make_url(server_url).set(host="127.0.0.1", port=port)
+    try:
+        async with Database(url, connect_timeout=1, pool_timeout=1) as database:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await database.ping()  # the engine's connections
+            pool = database._connections
+            assert isinstance(pool, DriverPool)
+            with pytest.raises(StoreUnavailableError):
+                async with pool.connection():  # the hot path's own
+                    pass
+            assert time.monotonic() - started < 6
+    finally:
+        server.close()
+
+
+async def test_a_read_the_server_refused_leaves_no_transaction_open(mariadb_url: str) -> None:
+    # autocommit is off on MariaDB's hot-path connections: a statement that fails on the
+    # server leaves its transaction, and the metadata locks it holds, open unless rolled
+    # back; the connection would then wait in the pool blocking ALTER TABLE.
+    import asyncmy
+
+    async with Database(mariadb_url) as database:
+        pool = database._connections
+        assert isinstance(pool, MyConnections)
+        with pytest.raises(asyncmy.errors.Error, match="1242"):
+            async with pool.connection() as connection, connection.cursor() as cursor:
+                # The first statement of the transaction fails: 1242, a subquery of two rows.
+                await cursor.execute(
+                    "SELECT id FROM conversations WHERE id = (SELECT 'a' UNION SELECT 'b')"
+                )
+        url = make_url(mariadb_url)
+        admin = await asyncmy.connect(
+            host=url.host, port=url.port or 3306, user=url.username, database=url.database
+        )
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute("SET SESSION lock_wait_timeout = 2")
+                await cursor.execute("LOCK TABLES conversations WRITE")  # waits on any reader
+                await cursor.execute("UNLOCK TABLES")
+        finally:
+            await admin.ensure_closed()

@@ -138,7 +138,7 @@ class Database:
         # The hot path's own driver connections (see convodb.storage), unless the engine
         # makes its connections some custom way.
         self._connections = None
-        if not {"creator", "async_creator", "poolclass", "pool"} & set(options):
+        if not {"creator", "async_creator", "poolclass", "pool"} & set(engine_kwargs):
             self._connections = backend_class(self.engine.dialect).driver_connections(
                 self.engine,
                 options.get("connect_args", {}),
@@ -158,7 +158,8 @@ class Database:
     def _engine_options(self, timeouts: Timeouts) -> dict[str, Any]:
         options = engine_options(self.url, max_connections=self._max_connections, timeouts=timeouts)
         theirs = self._engine_kwargs
-        return options | {**theirs, "connect_args": _merged_connect_args(options, theirs)}
+        merged = options | {**theirs, "connect_args": _merged_connect_args(options, theirs)}
+        return backend_class(self.url).finish_engine_options(self.url, merged, timeouts)
 
     async def create_all(self, *, api_keys: bool = False) -> None:
         """Create convodb's schema, or bring it to the version this convodb needs.

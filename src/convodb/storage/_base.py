@@ -157,6 +157,14 @@ class Backend:
         return {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": timeouts.pool}
 
     @classmethod
+    def finish_engine_options(
+        cls, url: URL, options: dict[str, Any], timeouts: Timeouts
+    ) -> dict[str, Any]:
+        """The engine's options once the caller's are merged in (``connect_args`` included):
+        where the database needs them whole, e.g. for a connection creator of its own."""
+        return options
+
+    @classmethod
     def driver_connections(
         cls,
         engine: AsyncEngine,

@@ -1,4 +1,5 @@
-"""MariaDB 10.11+ (and MySQL 8, untested): asyncmy, through the engine's pool.
+"""MariaDB 10.11+ (and MySQL 8, untested): asyncmy, for the engine and for a small pool of
+convodb's own (``MyConnections``) on the hot path.
 
 Neither database has ``UPDATE ... RETURNING``, so the append reserves its seqs with
 ``UPDATE conversations SET last_seq = LAST_INSERT_ID(last_seq + n) ... WHERE id = ? AND
@@ -17,14 +18,17 @@ statement timeout (MariaDB's ``max_statement_time``; MySQL bounds its SELECTs on
 
 asyncmy rather than aiomysql: compiled wheels, no PyMySQL dependency (whose current releases
 break aiomysql), SQLSTATEs on its errors, and a third of aiomysql's latency on a 50-row read
-(see ``benchmarks/results``). The hot path runs through the engine's pool: convodb keeps no
-connections of its own here (design rule 13: none until a benchmark shows it clearly ahead).
+(see ``benchmarks/results``). The hot path runs on connections of convodb's own: through
+SQLAlchemy's engine, its async layer, pool and session cost 2-2.6x the statements' own time
+(``benchmarks/results/quick-run-mariadb.md`` measures each layer), which design rule 13 asks
+for before a pool of our own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -33,6 +37,7 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, event, select, text
 from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects.mysql.asyncmy import dialect as asyncmy_dialect
 from sqlalchemy.engine import URL, Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -107,6 +112,20 @@ class MySQLBackend(Backend):
             "pool_recycle": max(1, int(timeouts.idle)),
             "isolation_level": "READ COMMITTED",
             "connect_args": {"connect_timeout": max(1, math.ceil(timeouts.connect))},
+        }
+
+    @classmethod
+    def finish_engine_options(
+        cls, url: URL, options: dict[str, Any], timeouts: Timeouts
+    ) -> dict[str, Any]:
+        if {"creator", "async_creator"} & set(options):
+            return options
+        # asyncmy's connect_timeout bounds the TCP connect only: the greeting and the
+        # authentication are bounded by Timeouts.connect in a creator of convodb's.
+        _, kwargs = asyncmy_dialect().create_connect_args(url)
+        kwargs |= options.get("connect_args", {})
+        return options | {
+            "async_creator": functools.partial(_connect_in_time, kwargs, timeouts.connect)
         }
 
     @classmethod
@@ -212,29 +231,23 @@ class MySQLBackend(Backend):
         self, session: AsyncSession, owner: dict[str, Any], rows: list[dict[str, Any]]
     ) -> int | None:
         # The transaction is this connection's (autocommit is off): the bump takes the
-        # conversation's row lock, the INSERT follows, COMMIT ends both. A block left by an
-        # error rolls back on the server when the pool terminates the connection, or is
-        # rolled back here when the server answered with the error.
+        # conversation's row lock, the INSERT follows, COMMIT ends both. After an error the
+        # transaction is rolled back (MyConnections.connection) or goes with the connection.
         bump = self._compile(_BUMP_SEQ)
         # Plain chat turns (most of them) leave out the columns they hold NULL in: MariaDB's
         # bulk insert (one COM_STMT_BULK_EXECUTE) takes no column that is NULL in every row.
         plain = all(_plain(row) for row in rows)
         insert = self._compile(_INSERT_PLAIN if plain else statements.INSERT_MESSAGES)
         async with self._own_connection(session) as connection, connection.cursor() as cursor:
-            try:
-                await cursor.execute(bump.sql, bump.args({**owner, "n": len(rows)}))
-                if cursor.rowcount != 1:  # not the user's, or missing: nothing was changed
-                    await connection.rollback()
-                    return None
-                last_seq = int(cursor.lastrowid)
-                first = last_seq - len(rows) + 1
-                numbered = ({**row, "seq": first + i} for i, row in enumerate(rows))
-                await cursor.executemany(insert.sql, insert.many_args(numbered))
-                await connection.commit()
-            except Exception as exc:
-                if _server_answered(exc):
-                    await connection.rollback()
-                raise
+            await cursor.execute(bump.sql, bump.args({**owner, "n": len(rows)}))
+            if cursor.rowcount != 1:  # not the user's, or missing: nothing was changed
+                await connection.rollback()
+                return None
+            last_seq = int(cursor.lastrowid)
+            first = last_seq - len(rows) + 1
+            numbered = ({**row, "seq": first + i} for i, row in enumerate(rows))
+            await cursor.executemany(insert.sql, insert.many_args(numbered))
+            await connection.commit()
         return last_seq
 
     def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
@@ -324,8 +337,20 @@ def _locked(connection: Connection) -> Iterator[None]:
         with connection.begin():
             yield
     finally:
-        connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MIGRATION_LOCK}')")
-        connection.commit()
+        try:
+            connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MIGRATION_LOCK}')")
+            connection.commit()
+        except Exception:  # the connection is gone, and the lock with it; keep the first error
+            connection.invalidate()
+
+
+async def _connect_in_time(kwargs: dict[str, Any], seconds: float) -> Any:
+    """An asyncmy connection, opened (greeting and authentication included) within
+    ``seconds``."""
+    import asyncmy
+
+    async with asyncio.timeout(seconds):
+        return await asyncmy.connect(**kwargs)
 
 
 class MyConnections(DriverPool):
@@ -350,27 +375,44 @@ class MyConnections(DriverPool):
     async def connection(self) -> AsyncIterator[Any]:
         """A connection, as ``DriverPool.connection``; the block must finish within the
         command timeout (one timer for the block, not asyncmy's ``read_timeout``, which
-        costs a task per packet read)."""
-        async with super().connection() as connection, asyncio.timeout(self._timeouts.command):
-            yield connection
+        costs a task per packet read). An error the server answered with leaves the
+        transaction open (autocommit is off, and asyncmy's transaction flag is not updated by
+        an error): it is rolled back here, before the connection goes back."""
+        async with super().connection() as connection:
+            try:
+                async with asyncio.timeout(self._timeouts.command):
+                    yield connection
+            except Exception as exc:
+                if _server_answered(exc):
+                    await connection.rollback()  # a failure here: the connection is lost
+                raise
 
     async def _open(self) -> Any:
         import asyncmy
 
+        # connect_timeout covers asyncmy's TCP connect only: the whole set-up (greeting,
+        # authentication, session settings) is bounded here by Timeouts.connect.
+        connection = None
         try:
-            connection = await asyncmy.connect(**self._kwargs)
+            async with asyncio.timeout(self._timeouts.connect):
+                connection = await asyncmy.connect(**self._kwargs)
+                async with connection.cursor() as cursor:
+                    mariadb = "mariadb" in connection.get_server_info().lower()
+                    await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    for setting in MySQLBackend.session_settings(self._timeouts, mariadb=mariadb):
+                        await cursor.execute(setting)
         except (OSError, asyncmy.errors.Error) as exc:
-            code = _errno(exc)
-            why = f"error {code}" if code else type(exc).__name__
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, TimeoutError):
+                why = f"no answer within {self._timeouts.connect:g} s"
+            else:
+                code = _errno(exc)
+                why = f"error {code}" if code else type(exc).__name__
             raise StoreUnavailableError(f"the database cannot be reached ({why})") from exc
-        try:
-            async with connection.cursor() as cursor:
-                mariadb = "mariadb" in connection.get_server_info().lower()
-                await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                for setting in MySQLBackend.session_settings(self._timeouts, mariadb=mariadb):
-                    await cursor.execute(setting)
         except BaseException:
-            connection.close()
+            if connection is not None:
+                connection.close()
             raise
         return connection
 
@@ -391,7 +433,7 @@ class MyConnections(DriverPool):
 
     def _lost(self, connection: Any, exc: BaseException) -> bool:
         code = _errno(exc) if type(exc).__module__.startswith(_DRIVER_MODULES) else None
-        return not connection.connected or isinstance(exc, OSError) or (code or 0) >= 2000
+        return not connection.connected or isinstance(exc, OSError) or 2000 <= (code or 0) < 3000
 
 
 def _plain(row: dict[str, Any]) -> bool:
@@ -407,10 +449,11 @@ def _plain(row: dict[str, Any]) -> bool:
 
 
 def _server_answered(error: BaseException) -> bool:
-    """Whether the error is the server's answer to a statement (MySQL server errors are
-    numbered 1000-1999; the client's own, such as a lost connection, 2000 and up)."""
+    """Whether the error is the server's answer to a statement: server errors are numbered
+    1000-1999 and 3000 up (MySQL 8, MariaDB); 2000-2999 are the client's own, such as a
+    lost connection."""
     code = _errno(error) if type(error).__module__.startswith(_DRIVER_MODULES) else None
-    return code is not None and 1000 <= code < 2000
+    return code is not None and code >= 1000 and not 2000 <= code < 3000
 
 
 def _errno(error: BaseException | None) -> int | None:
