@@ -251,8 +251,16 @@ async def test_conflicts_are_reported_skipped_and_never_overwrite(
         ),
         (lambda r: {**r, "version": 2} if r["type"] == "header" else r, "line 1: version: is 2"),
         (lambda r: {**r, "extra": 1} if r.get("seq") == 3 else r, "line 5: has unknown field(s)"),
+        (
+            lambda r: {**r, "token_count": 3_000_000_000} if r.get("seq") == 3 else r,
+            "line 5: token_count: is 3000000000; the limit is 2147483647",
+        ),
+        (
+            lambda r: {**r, "created_at": "0001-01-01T00:00:00+01:00"} if r.get("seq") == 3 else r,
+            "line 5: created_at: must be in the years 1000 to 9999",
+        ),
     ],
-    ids=["role", "seq-order", "timestamp", "version", "unknown-field"],
+    ids=["role", "seq-order", "timestamp", "version", "unknown-field", "int32", "year-1"],
 )
 async def test_a_bad_line_is_named_and_nothing_is_stored(
     db: Database, database_url: str, tmp_path: Path, edit: Any, message: str
@@ -268,6 +276,75 @@ async def test_a_bad_line_is_named_and_nothing_is_stored(
     assert code == 1
     assert err.startswith(f"error: {message}"), err
     assert await counts(db) == {"conversations": 0, "messages": 0, "summaries": 0, "attachments": 0}
+
+
+async def test_an_export_cut_short_imports_up_to_its_last_whole_line_then_resumes(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    await seed(db)
+    full = tmp_path / "full.jsonl"
+    exported = await export(database_url, full)
+    async with db.engine.begin() as conn:
+        for table in (messages, summaries, attachments, conversations):
+            await conn.execute(table.delete())
+    data = full.read_bytes()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(data[: data.index(b'"message 20"')])  # killed in the middle of a line
+    code, out, err = await invoke(database_url, "import", str(cut))
+    assert code == 0, err
+    assert "1 conversations created" in out and "25 messages" in out  # seqs 1..25 whole
+    assert "is incomplete (an interrupted export?) and was left out" in err
+    code, out, err = await invoke(database_url, "import", str(full))
+    assert code == 0, err
+    assert "1 extended" in out
+    assert (await export(database_url, tmp_path / "again.jsonl"))[1:] == exported[1:]
+
+
+async def test_a_file_with_a_key_twice_is_a_conflict_not_a_crash(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    async with Database(source) as origin:
+        await origin.create_all()
+        await seed(origin, plain=2)
+    exported = await export(source, tmp_path / "a.jsonl")
+    twice = [{**r, "key": "k1"} if r.get("seq") == 6 else r for r in exported]
+    path = tmp_path / "twice.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in twice))
+    code, out, err = await invoke(database_url, "import", str(path))
+    assert code == 2, err
+    assert "1 conflicts" in out and "repeats the key or seq" in err and "Traceback" not in err
+
+
+async def test_a_summary_saved_during_an_export_stays_out_of_it(db: Database) -> None:
+    ids = await seed(db, plain=0)
+    async with db.session() as session:
+        records = AdminService(session).export(user_id="alice")
+        _header, conversation = await anext(records), await anext(records)
+        assert conversation["last_seq"] == 5
+        async with db.session() as other:  # meanwhile: the conversation goes on
+            service = ConversationService(other)
+            await service.save_message(ids["trip"], "user", "later", user_id="alice")
+            await service.save_summary(ids["trip"], "alice", "Up to six.", upto_seq=6)
+        rest = [r async for r in records]
+    assert [r["seq"] for r in rest if r["type"] == "message"] == [1, 2, 3, 4, 5]
+    assert [r["upto_seq"] for r in rest if r["type"] == "summary"] == [4]
+
+
+async def test_read_only_commands_neither_create_nor_migrate_a_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (["stats"], ["export"], ["conversations", "list", "--user", "alice"]):
+        code, _, err = await invoke(url, *command)
+        assert code == 1 and "convodb db upgrade" in err, (command, err)
+    async with Database(url) as database:
+        assert await database.schema_version() == (None, HEAD)  # still nothing there
+
+
+async def test_bad_options_are_clear_errors(db: Database, database_url: str) -> None:
+    code, _, err = await invoke(database_url, "purge", "--older-than", "99999999d")
+    assert code == 2 and "goes back further than any date" in err
+    code, _, err = await invoke(database_url, "conversations", "list", "--user", "a", "-n", "0")
+    assert code == 2 and "--limit" in err
 
 
 async def test_a_line_that_is_not_json_is_named(

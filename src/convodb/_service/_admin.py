@@ -147,11 +147,12 @@ class AdminService(ServiceBase):
         """Delete everything of the user: conversations, messages, summaries, attachments,
         idempotency keys, and the HTTP service's API keys bound to the user.
 
-        Idempotent: erasing a user with nothing stored reports zeros. A conversation the
-        user creates while this runs may survive it; run it again once the user is blocked.
+        Idempotent: erasing a user with nothing stored reports zeros. The API keys go first,
+        so the user can start nothing new through the HTTP service meanwhile; a conversation
+        created while this runs by other means (a service key, the library) may survive it:
+        run it again once nothing acts for the user.
         """
         uid = check_user_id(user_id)
-        deleted = await self._delete_where(sql.conversations.c.user_id == uid, recheck=False)
         keys = 0
         async with self._write():
             if await self.session.run_sync(
@@ -161,6 +162,7 @@ class AdminService(ServiceBase):
                     api_keys.delete().where(api_keys.c.user_id == uid)
                 )
                 keys = max(result.rowcount, 0)  # type: ignore[attr-defined]
+        deleted = await self._delete_where(sql.conversations.c.user_id == uid, recheck=False)
         return ErasureReport(
             uid,
             deleted.conversations,
@@ -262,8 +264,9 @@ class AdminService(ServiceBase):
         """Import an export file (see ``convodb._service._import``): idempotent, streamed.
 
         Every line is checked first, so a file with a bad line stores nothing; then it is
-        read again and imported. ``progress(phase, bytes_read, file_size)`` is called as it
-        goes, ``phase`` being ``"check"``, then ``"import"``.
+        read again and imported. A last line cut short (an interrupted export) is left out
+        and reported (``ImportReport.cut_short_at``). ``progress(phase, bytes_read,
+        file_size)`` is called as it goes, ``phase`` being ``"check"``, then ``"import"``.
 
         Raises:
             ValidationError: a line is not a valid record (it names the line and the field).
@@ -271,7 +274,11 @@ class AdminService(ServiceBase):
         """
         async for _ in check_records(parse_lines(_read(path, "check", progress)), self):
             pass
-        return await import_records(self, parse_lines(_read(path, "import", progress)))
+        cut_short: list[int] = []
+        lines = parse_lines(_read(path, "import", progress), cut_short.append)
+        report = await import_records(self, lines)
+        report.cut_short_at = cut_short[0] if cut_short else None
+        return report
 
 
 Progress = Callable[[str, int, int], None]
@@ -280,23 +287,46 @@ Progress = Callable[[str, int, int], None]
 async def _read(
     path: str | os.PathLike[str], phase: str, progress: Progress | None
 ) -> AsyncIterator[bytes]:
-    """The file's lines, read a few MiB at a time in a worker thread (never blocking the
-    event loop on the disk)."""
+    """The file's lines (with their newlines; the last may lack it), read a few MiB at a
+    time in a worker thread (never blocking the event loop on the disk); a line longer than
+    ``MAX_LINE_BYTES`` is a ValidationError, not a gigabyte held in memory."""
     file = await asyncio.to_thread(open, path, "rb")
     try:
         size = (await asyncio.to_thread(os.fstat, file.fileno())).st_size
-        done = 0
-        while lines := await asyncio.to_thread(file.readlines, _READ_CHUNK):
-            for line in lines:
+        done = number = 0
+        pending: list[bytes] = []  # the start of a line that continues in the next chunk
+        pending_size = 0
+        while chunk := await asyncio.to_thread(file.read, _READ_CHUNK):
+            start = 0
+            while (end := chunk.find(b"\n", start)) != -1:
+                line = chunk[start : end + 1]
+                if pending:
+                    line = b"".join((*pending, line))
+                    pending.clear()
+                    pending_size = 0
+                number += 1
                 yield line
-            done += sum(map(len, lines))
+                start = end + 1
+            if start < len(chunk):
+                pending.append(chunk[start:])
+                pending_size += len(chunk) - start
+                if pending_size > MAX_LINE_BYTES:
+                    raise ValidationError(
+                        f"line {number + 1}",
+                        f"is longer than {MAX_LINE_BYTES} bytes; no export's line is",
+                    )
+            done += len(chunk)
             if progress is not None:
                 progress(phase, done, size)
+        if pending:
+            yield b"".join(pending)
     finally:
         await asyncio.to_thread(file.close)
 
 
 _READ_CHUNK = 4 << 20
+MAX_LINE_BYTES = 1 << 30
+"""The longest line an import reads (a message with its binary data, base64)."""
 
 
 def _aware(field: str, value: object) -> datetime:

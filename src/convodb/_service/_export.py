@@ -95,16 +95,18 @@ async def export_records(
                 params = {**owner, "seq": seq, "n": _MESSAGE_PAGE}
                 async with service._read():
                     rows = (await service.session.execute(sql.AFTER, params)).all()
-                    messages = [sql.message_record(r) for r in rows]
-                    messages = [m for m in messages if m.seq <= conversation.last_seq]
-                    loaded = [await _with_attachments(service, m, owner) for m in messages]
-                if not loaded:
+                messages = [sql.message_record(r) for r in rows]
+                messages = [m for m in messages if m.seq <= conversation.last_seq]
+                if not messages:
                     break
-                for message in loaded:
-                    yield _message_record(message)
-                seq = loaded[-1].seq
+                for message in messages:  # binary data: one message's at a time
+                    yield _message_record(await _with_attachments(service, message, owner))
+                seq = messages[-1].seq
+            # Summaries too stop at the conversation line's last_seq: one saved meanwhile may
+            # cover messages this export does not hold.
             summaries = select(*sql.SUM_COLUMNS).where(
-                sql.summaries.c.conversation_id == conversation.id
+                sql.summaries.c.conversation_id == conversation.id,
+                sql.summaries.c.upto_seq <= conversation.last_seq,
             )
             async with service._read():
                 summary_rows = (
@@ -139,7 +141,8 @@ async def _with_attachments(
     if not digests:
         return message
     params = {**owner, "digests": digests}
-    found = dict((await service.session.execute(sql.ATTACHMENT_DATA, params)).all())
+    async with service._read():
+        found = dict((await service.session.execute(sql.ATTACHMENT_DATA, params)).all())
     content = tuple(
         replace(p, data=base64.b64encode(found[p.attachment]).decode("ascii"))
         if isinstance(p, media) and p.attachment in found

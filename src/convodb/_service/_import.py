@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from .. import _statements as sql
 from ._base import ServiceBase
@@ -25,7 +26,10 @@ from ._read_export import ConversationRecord, MessageRecord, SummaryRecord, chec
 __all__ = ["IMPORT_BATCH", "ImportConflict", "ImportReport", "import_records"]
 
 IMPORT_BATCH = 500
-"""Messages written per transaction by an import."""
+"""Messages written per transaction by an import, at most."""
+IMPORT_BATCH_BYTES = 32 << 20
+"""Bytes (text and binary data) written per transaction by an import, about: a batch ends
+with the message that reaches it."""
 _MESSAGE_PAGE = 200
 _MAX_CONFLICTS_KEPT = 1000
 
@@ -54,6 +58,9 @@ class ImportReport:
     conflicts: list[ImportConflict] = field(default_factory=list)
     """The first conflicts (at most 1000; ``conflict_count`` counts them all)."""
     conflict_count: int = 0
+    cut_short_at: int | None = None
+    """The number of the last line when it was incomplete (an interrupted export) and left
+    out; importing the whole export later adds the rest."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +107,7 @@ class _Importing:
         self.stored_after = 0
         self.stored_done = False
         self.pending: list[MessageRecord] = []
+        self.pending_bytes = 0
         self.summaries: list[tuple[int, SummaryRecord]] = []
         self.written = 0
         self.last_message = 0
@@ -178,7 +186,8 @@ class _Importing:
                 return
         if self.mode == "append":
             self.pending.append(message)
-            if len(self.pending) >= IMPORT_BATCH:
+            self.pending_bytes += message.size
+            if len(self.pending) >= IMPORT_BATCH or self.pending_bytes >= IMPORT_BATCH_BYTES:
                 await self._flush(line)
 
     async def _next_stored(self) -> dict[str, Any] | None:
@@ -202,7 +211,13 @@ class _Importing:
     async def _flush(self, line: int) -> None:
         if not self.pending or self.mode != "append":
             return
-        batch, self.pending = self.pending, []
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        try:
+            await self._write(line, batch)
+        except IntegrityError:  # rolled back; a file an export did not write
+            self.conflict(line, "a message repeats the key or seq of another in the conversation")
+
+    async def _write(self, line: int, batch: list[MessageRecord]) -> None:
         service, cid = self.service, self.conv.id
         async with service._write():
             last_seq = await service._backend.lock(service.session, cid, self.conv.user_id)
@@ -236,8 +251,9 @@ class _Importing:
                 .where(sql.conversations.c.id == cid)
                 .values(last_seq=batch[-1].seq)
             )
-        self.written += len(batch)
-        self.report.messages += len(batch)
+        if self.mode == "append":
+            self.written += len(batch)
+            self.report.messages += len(batch)
 
     async def finish(self) -> None:
         await self._flush(self.line)

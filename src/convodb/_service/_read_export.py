@@ -10,9 +10,9 @@ the line and the field.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .._message_input import MessageInput, check_message
@@ -26,18 +26,23 @@ from .._validation import (
     check_title,
     check_user_id,
 )
-from ..errors import ValidationError
+from ..errors import LimitExceededError, ValidationError
 from ._base import ServiceBase
 from ._export import EXPORT_FORMAT, EXPORT_VERSION
 
 __all__ = ["ConversationRecord", "MessageRecord", "SummaryRecord", "check_records", "parse_lines"]
 
 _MESSAGE_ID_LENGTH = 36
+_MAX_TOKEN_COUNT = 2**31 - 1  # an INTEGER column on every database
+_FIRST_YEAR = 1000
 
 
-async def parse_lines(lines: AsyncIterable[bytes]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+async def parse_lines(
+    lines: AsyncIterable[bytes], cut_short: Callable[[int], None] | None = None
+) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each line of an export; a line that is not a JSON object
-    is a ValidationError naming it."""
+    is a ValidationError naming it. A last line without its newline that does not parse is
+    where an interrupted export stopped: it is left out, and ``cut_short`` told its number."""
     number = 0
     async for line in lines:
         number += 1
@@ -46,6 +51,10 @@ async def parse_lines(lines: AsyncIterable[bytes]) -> AsyncIterator[tuple[int, d
         try:
             record = json.loads(line)
         except (UnicodeDecodeError, ValueError) as exc:
+            if not line.endswith(b"\n"):  # only the last line can lack it
+                if cut_short is not None:
+                    cut_short(number)
+                return
             raise ValidationError(f"line {number}", f"is not JSON: {exc}") from None
         if not isinstance(record, dict):
             raise ValidationError(f"line {number}", "must be a JSON object")
@@ -71,6 +80,13 @@ class MessageRecord:
     key: str | None
     token_count: int | None
     created_at: datetime
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds, about: its text and its binary data."""
+        m = self.input
+        text = len(m.content) if isinstance(m.content, str) else 0
+        return text + sum(len(a.data) for a in m.attachments)
 
     def row(self, cid: str) -> dict[str, Any]:
         m = self.input
@@ -236,7 +252,14 @@ def _id(field: str, value: object) -> str:
 
 
 def _count(field: str, value: object) -> int | None:
-    return None if value is None else check_seq(field, value)
+    if value is None:
+        return None
+    count = check_seq(field, value)
+    if count > _MAX_TOKEN_COUNT:
+        raise LimitExceededError(
+            field, f"is {count}; the limit is {_MAX_TOKEN_COUNT}", limit=_MAX_TOKEN_COUNT
+        )
+    return count
 
 
 def _timestamp(field: str, value: object) -> datetime:
@@ -248,4 +271,10 @@ def _timestamp(field: str, value: object) -> datetime:
         raise ValidationError(field, f"is not an ISO 8601 timestamp: {value[:40]!r}") from None
     if at.tzinfo is None:
         raise ValidationError(field, "must carry its UTC offset")
-    return at
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc.year < _FIRST_YEAR:  # MariaDB's DATETIME starts at year 1000
+        raise ValidationError(field, f"must be in the years {_FIRST_YEAR} to 9999 (UTC)")
+    return utc
