@@ -45,7 +45,7 @@ def init_db(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
     async def work(db: Database) -> str:
         return repr(db)
 
-    shown = run(lambda: with_database(database_url, work))
+    shown = run(lambda: with_database(database_url, work, create=True))
     typer.echo(f"convodb tables ready in {shown}")
 
 
@@ -113,7 +113,7 @@ def keys_create(
         async with db.session() as session:
             return await ApiKeyService(session).create(user, name=name)
 
-    created = run(lambda: with_database(database_url, work, api_keys=True))
+    created = run(lambda: with_database(database_url, work, create=True, api_keys=True))
     if quiet:
         typer.echo(created.token)
         return
@@ -142,7 +142,7 @@ def keys_list(
                     return found
                 cursor = page.next_cursor
 
-    found = run(lambda: with_database(database_url, work, api_keys=True))
+    found = run(lambda: with_database(database_url, work, create=True, api_keys=True))
     if not found:
         typer.echo("No API keys. Create one with: convodb keys create --user USER")
         return
@@ -178,7 +178,7 @@ def keys_revoke(
         async with db.session() as session:
             return await ApiKeyService(session).revoke(key_id)
 
-    revoked = run(lambda: with_database(database_url, work, api_keys=True))
+    revoked = run(lambda: with_database(database_url, work, create=True, api_keys=True))
     if revoked is None:
         raise fail(f"no API key with id {shown}; see: convodb keys list --all")
     typer.echo(f"Revoked API key {revoked.id} ({when(revoked.revoked_at)}).")
@@ -286,7 +286,8 @@ def serve(
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     if settings.create_schema:
-        run(lambda: with_database(settings.database(), _ready, api_keys=settings.api_keys))
+        keys = settings.api_keys
+        run(lambda: with_database(settings.database(), _ready, create=True, api_keys=keys))
     if settings.dev:
         banner = "!" * 78
         typer.secho(

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from typing import Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from convodb import ConvodbError, Database
 
@@ -100,15 +100,24 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise fail(str(exc)) from None
     except DBAPIError as exc:  # a driver error convodb has no type for: say it, no traceback
         raise fail(f"database error: {exc.orig}") from None
+    except SQLAlchemyError as exc:  # e.g. a value the driver could not convert
+        raise fail(f"database error: {exc}") from None
 
 
 async def with_database(
-    url: str | Database, work: Callable[[Database], Awaitable[T]], *, api_keys: bool = False
+    url: str | Database,
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    create: bool = False,
+    api_keys: bool = False,
 ) -> T:
+    """``work(database)``. ``create``: first create or upgrade the schema (idempotent), for
+    the commands that set a database up or fill it; the others use the schema as it is, and
+    a database behind the code's (or without convodb's tables) is an error that names
+    ``convodb db upgrade``. ``api_keys``: create the HTTP service's table too."""
     async with Database(url) if isinstance(url, str) else url as db:
-        # Idempotent: every command works on a fresh database. api_keys: the HTTP service's
-        # table, for the commands that manage keys and for serve.
-        await db.create_all(api_keys=api_keys)
+        if create:
+            await db.create_all(api_keys=api_keys)
         return await work(db)
 
 

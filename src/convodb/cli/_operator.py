@@ -151,7 +151,7 @@ def import_(
 
                 return await AdminService(session).import_file(file, progress=progress)
 
-    report = run(lambda: with_database(database_url, work))
+    report = run(lambda: with_database(database_url, work, create=True))
     typer.echo(
         f"imported: {report.created} conversations created, {report.extended} extended, "
         f"{report.unchanged} unchanged; {report.messages} messages, {report.summaries} "
@@ -161,6 +161,12 @@ def import_(
         typer.echo(
             f"conflict: conversation {conflict.conversation_id} (line {conflict.line}): "
             f"{conflict.reason}",
+            err=True,
+        )
+    if report.cut_short_at is not None:
+        typer.echo(
+            f"line {report.cut_short_at} is incomplete (an interrupted export?) and was left "
+            "out; import the whole export when you have it to add the rest",
             err=True,
         )
     if report.conflict_count > len(report.conflicts):
@@ -175,7 +181,7 @@ def import_(
 @conversations_app.command("list")
 def conversations_list(
     user: User,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
 ) -> None:
     """The user's conversations, most recently active first."""
@@ -283,11 +289,15 @@ _DURATION = re.compile(r"(\d+)\s*([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
-def _duration(value: str) -> timedelta:
+def _cutoff(value: str) -> datetime:
+    """Now, less ``value`` (90d, 12h, 30m)."""
     match = _DURATION.fullmatch(value.strip())
     if match is None:
         raise typer.BadParameter("a number of days, hours or minutes: 90d, 12h, 30m")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        raise typer.BadParameter(f"{value} goes back further than any date") from None
 
 
 @app.command("purge")
@@ -307,7 +317,7 @@ def purge(
 ) -> None:
     """Delete conversations (with their messages, summaries and attachments) that had no
     activity for a while, in bounded batches: no long locks."""
-    cutoff = datetime.now(UTC) - _duration(older_than)
+    cutoff = _cutoff(older_than)
 
     async def count(db: Database) -> tuple[int, int]:
         async with db.session() as session:
@@ -343,7 +353,7 @@ def erase_user(
         async with db.session() as session:
             return (await AdminService(session).erase_user(user)).to_dict()
 
-    counts = run(lambda: with_database(database_url, work, api_keys=True))
+    counts = run(lambda: with_database(database_url, work))
     erased = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if k != "user_id")
     typer.echo(f"erased user {user!r}: {erased}")
 
