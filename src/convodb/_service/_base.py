@@ -22,6 +22,7 @@ __all__ = ["NO_SEQ", "UNSET", "Order", "ServiceBase"]
 
 NO_SEQ = MAX_SEQ + 1  # above any seq: "from the newest message"
 UNSET: Final[Any] = object()
+_DEFAULT_LIMITS = Limits()  # frozen: one for every service (a service per request)
 Order = Literal["asc", "desc"]
 
 
@@ -37,7 +38,7 @@ class ServiceBase:
         token_counter: TokenCounter | None = None,
     ) -> None:
         self.session = session
-        self.limits = limits or Limits()
+        self.limits = limits or _DEFAULT_LIMITS
         self.token_counter = token_counter if token_counter is not None else _process_counter()
         self._commit = commit
 
