@@ -172,7 +172,7 @@ class SqliteBackend(Backend):
             rows = await conn.execute_fetchall(_SQ_LATEST, (cid, USER, n))
         finally:
             self._idle.put_nowait(conn)
-        return [_decode_sqlite_row(r) for r in rows]
+        return [_decode_sqlite_row(r, cid) for r in rows]
 
 
 def openai_chat(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ operation, from the bare driver up to convodb, each layer adding one thing:
 
 1. ``raw``: the yardstick (asyncmy, statement cache on: prepared statements, binary rows);
 2. the same statements on asyncmy's text protocol (what SQLAlchemy's asyncmy dialect sends);
-3. SQLAlchemy Core, ``engine.connect()`` + ``text()`` + commit, with the pool's
-   reset-on-return skipped when no transaction is open;
+3. SQLAlchemy Core, ``engine.connect()`` + ``text()`` + commit (reads commit too: the
+   engine's connections have autocommit off, where the raw store reads on autocommit
+   connections), with the pool's reset-on-return skipped when no transaction is open;
 4. the same with SQLAlchemy's default reset-on-return, a ``ROLLBACK`` round trip on every
    check-in, also after a commit;
 5. an ``AsyncSession`` instead of a connection (as ``Database.session()`` hands out);
@@ -31,7 +32,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from ._data import USER, asyncmy, content_for, fresh_database, load_core, mariadb_connect_args
+from ._data import USER, content_for, fresh_database, load_core
 from .run import _create_core_schema
 from .stores import (
     _MY_BUMP,
@@ -64,14 +65,7 @@ def _skip_idle_reset(engine: Any) -> None:
 
 
 class RawText(RawMariaDB):
-    async def open(self) -> None:
-        self.pool = await asyncmy().create_pool(
-            minsize=1,
-            maxsize=POOL_SIZE,
-            autocommit=False,
-            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            **mariadb_connect_args(self.target.path),
-        )
+    statement_cache = 0  # asyncmy's text protocol
 
 
 class SQLAlchemyCore(Store):
@@ -133,7 +127,7 @@ class SQLAlchemyCore(Store):
             params = {"cid": cid, "cid2": cid, "uid": USER, "n": n}
             rows = (await unit.execute(self._latest, params)).all()
             await unit.commit()
-        return [_decode_mariadb_row(r)[3] for r in reversed(rows)]
+        return [_decode_mariadb_row(r, cid)[3] for r in reversed(rows)]
 
 
 class SQLAlchemyCoreNoReset(SQLAlchemyCore):

@@ -20,6 +20,10 @@ ROWS: tuple[tuple[str, str, bool, float | None], ...] = (
     ("token_window", "p50_ms", False, None),
     ("concurrent20", "msg_s", True, 0.75),
 )
+YARDSTICKS = ("raw", "limit", "convodb")
+"""The columns before the peers'; ``limit`` (a read of ``role, content`` without the
+ownership check) stands beside ``raw``, with its ratio to it."""
+LIMIT_ROWS = ("latest50_random", "latest50_20k", "latest50_100k")
 ANOMALIES = ("lost", "duplicated", "misordered", "inserted_behind", "errors")
 MEMORY_SLACK_MB = 8
 """RSS growth after warm-up that still counts as flat: allocator noise, not a leak."""
@@ -60,7 +64,8 @@ def render(results: dict[str, Any]) -> str:
         f"convodb benchmarks ({meta['mode']} run, {meta['date']}, {meta['cpu']}, "
         f"{meta['cores']} cores, Python {meta['python']}, {meta.get('seconds', '?')} s)",
         "value (ratio to raw); msg/s: higher is better, ms: lower is better; "
-        "medians of rounds interleaved across stores",
+        "medians of rounds interleaved across stores; limit: latest-50 of role, content "
+        "without the ownership check",
     ]
     if runs:
         parts.insert(
@@ -78,15 +83,22 @@ def render(results: dict[str, Any]) -> str:
                 if (
                     name not in stores
                     and isinstance(workload[name], dict)
-                    and name != "convodb"
-                    and name != "raw"
+                    and name not in YARDSTICKS
                     and "total_messages" not in workload[name]
                 ):
                     stores.append(name)
         peers = [x for x in stores if x not in ("small", "main", "large")]
         headers = ["workload", "metric", "raw", "convodb", "target", "ok", *peers]
         rows: list[list[str]] = []
+        limit_cells: list[str] = []  # the ``limit`` column, inserted before raw at the end
         misses: list[str] = []
+
+        def add(
+            row: list[str], limit_cell: str = "", rows: Any = rows, cells: Any = limit_cells
+        ) -> None:
+            rows.append(row)
+            cells.append(limit_cell)
+
         for workload, metric, higher, target in ROWS:
             per = data.get(workload, {})
             raw = per.get("raw", {}).get(metric)
@@ -111,7 +123,8 @@ def render(results: dict[str, Any]) -> str:
             for p in peers:
                 v = per.get(p, {}).get(metric)
                 row.append(f"{_fmt(v)} ({_ratio(v, raw)})" if v is not None else "-")
-            rows.append(row)
+            limit = per.get("limit", {}).get(metric)
+            add(row, f"{_fmt(limit)} ({_ratio(limit, raw)})" if limit is not None else "-")
         # token window against the same store's latest-50 on the same conversation
         window = data.get("token_window", {})
         base = data.get("latest50_100k", {})
@@ -122,7 +135,7 @@ def render(results: dict[str, Any]) -> str:
                     misses.append("token_window: ConversationService.get_agent_input is missing")
                 elif lv and wv / lv > 2:
                     misses.append(f"token_window {wv / lv:.2f}x latest-50 (target <=2x)")
-        rows.append(
+        add(
             [
                 "token_window",
                 "/ latest50 100k",
@@ -135,7 +148,8 @@ def render(results: dict[str, Any]) -> str:
                 "<=2x",
                 "",
             ]
-            + ["n/a"] * len(peers)
+            + ["n/a"] * len(peers),
+            "n/a",
         )
         concurrent = data.get("concurrent20", {})
         row = ["concurrent20", "lost/dup/misord/behind/err"]
@@ -150,7 +164,7 @@ def render(results: dict[str, Any]) -> str:
         row[5] = "yes" if not any(conv_anomalies) else "MISS"
         if any(conv_anomalies):
             misses.append("concurrent20 anomalies")
-        rows.append(row)
+        add(row, "-")
         growth = data.get("growth", {})
         for name in ("raw", "convodb"):
             small = growth.get("small", {}).get(name, {}).get("p50_ms")
@@ -162,7 +176,7 @@ def render(results: dict[str, Any]) -> str:
                         f"{g['total_messages']:,}: {_fmt(g[name]['p50_ms'])} ms "
                         f"({_ratio(g[name]['p50_ms'], small)})"
                     )
-            rows.append(
+            add(
                 [
                     "growth " + name,
                     "latest50 p50 by table size",
@@ -186,7 +200,7 @@ def render(results: dict[str, Any]) -> str:
             flat = memory["growth_after_warmup_mb"] <= max(
                 MEMORY_SLACK_MB, 0.03 * memory["rss_warm_mb"]
             )
-            rows.append(
+            add(
                 [
                     "memory convodb",
                     "RSS after warm-up",
@@ -202,8 +216,24 @@ def render(results: dict[str, Any]) -> str:
                 misses.append(
                     f"memory: RSS grew {memory['growth_after_warmup_mb']:.0f} MB after warm-up"
                 )
+        if any(isinstance(w, dict) and "limit" in w for w in data.values()):
+            headers.insert(2, "limit")
+            for row, cell in zip(rows, limit_cells, strict=True):
+                row.insert(2, cell)
         parts.append(f"\n## {dialect}\n" + _table(headers, rows))
         parts.append("convodb misses: " + ("; ".join(misses) if misses else "none"))
+        to_limit = [
+            f"{workload} {r}"
+            for workload in LIMIT_ROWS
+            if (
+                r := _ratio(
+                    data.get(workload, {}).get("convodb", {}).get("p50_ms"),
+                    data.get(workload, {}).get("limit", {}).get("p50_ms"),
+                )
+            )
+        ]
+        if to_limit:
+            parts.append("convodb / limit, p50: " + ", ".join(to_limit))
     http = results.get("http")
     if http:
         parts.append(render_http(http))
