@@ -88,16 +88,18 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(message)
     url = server.set(database=name).render_as_string(hide_password=False)
 
-    async def create_schema() -> None:
-        database = Database(url)
-        await database.create_all(api_keys=True)
-        await database.dispose()
-
     try:
-        asyncio.run(create_schema())
+        asyncio.run(_create_schema(url))
         yield url
     finally:
         asyncio.run(_drop_database(name))
+
+
+async def _create_schema(url: str) -> None:
+    """convodb's schema, the HTTP service's API keys included, in a run's fresh database."""
+    database = Database(url)
+    await database.create_all(api_keys=True)
+    await database.dispose()
 
 
 def _mariadb_server() -> URL:
@@ -140,13 +142,8 @@ def mariadb_url() -> Iterator[str]:
         pytest.skip(message)
     url = _mariadb_database_url(name)
 
-    async def create_schema() -> None:
-        database = Database(url)
-        await database.create_all(api_keys=True)
-        await database.dispose()
-
     try:
-        asyncio.run(create_schema())
+        asyncio.run(_create_schema(url))
         yield url
     finally:
         asyncio.run(_drop_mariadb_database(name))
