@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -78,7 +79,13 @@ class Conversation(SQLModel, table=True):
         default_factory=dict, sa_column=Column("metadata", JSONType, nullable=False)
     )
     last_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    """The ``seq`` of the newest message; 0 for an empty conversation."""
+    """The highest ``seq`` ever assigned in it (0 before the first message). Appends continue
+    after it; removing messages never lowers it, so a ``seq`` is never reused."""
+    removed_count: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
+    """How many of its messages were removed: it holds ``last_seq - removed_count``. Zero
+    means its seqs have no gaps."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTimeUTC, nullable=False)
     )
@@ -88,7 +95,8 @@ class Conversation(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """One message of a conversation, at position ``seq`` (1, 2, 3, ... without gaps)."""
+    """One message of a conversation, at position ``seq`` (1, 2, 3, ...; a removed message
+    leaves a gap, and its seq is never used again)."""
 
     __tablename__: ClassVar[str] = "messages"
     __table_args__ = (

@@ -76,7 +76,8 @@ class StoredMessage:
     id: str
     conversation_id: str
     seq: int
-    """Position in the conversation: 1, 2, 3, ... with no gaps. History is ordered by it."""
+    """Position in the conversation: 1, 2, 3, ..., never reused. History is ordered by it; a
+    removed message leaves a gap (see ``ConversationService.remove_messages``)."""
     role: Role
     content: str | tuple[Part, ...] | None
     """Text, or a tuple of parts. Parts whose binary data is stored as an attachment carry
@@ -135,10 +136,13 @@ class StoredConversation:
     title: str | None
     metadata: dict[str, Any]
     last_seq: int
-    """The ``seq`` of the newest message (0 when empty), which is also the message count."""
+    """The highest ``seq`` ever assigned in it (0 before the first message). It is also the
+    newest message's seq, unless the newest messages were removed; a seq is never reused."""
     created_at: datetime
     updated_at: datetime
-    """Moves on every append and update: "most recently active" sorts by it."""
+    """Moves on every append, removal and update: "most recently active" sorts by it."""
+    message_count: int
+    """How many messages it holds: ``last_seq`` minus the messages removed from it."""
 
 
 @dataclass(frozen=True, slots=True)

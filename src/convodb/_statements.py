@@ -18,11 +18,13 @@ from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall
 
 __all__ = [
     "AFTER",
+    "AT_SEQS",
     "ATTACHMENT",
     "ATTACHMENT_DATA",
     "BEFORE",
     "BUMP_SEQ",
     "CONV_COLUMNS",
+    "COUNT_AFTER",
     "FLOOR",
     "HEAD",
     "INSERT_MESSAGES",
@@ -56,6 +58,7 @@ CONV_COLUMNS = (
     conversations.c.last_seq,
     conversations.c.created_at,
     conversations.c.updated_at,
+    conversations.c.removed_count,
 )
 MSG_COLUMNS = (
     messages.c.id,
@@ -155,6 +158,16 @@ BEFORE = (
     .order_by(messages.c.seq.desc())
     .limit(bindparam("n"))
 )
+# Messages of an owned conversation by seq (``seqs`` expands to a list).
+AT_SEQS = (
+    select(*MSG_COLUMNS)
+    .where(
+        messages.c.conversation_id == bindparam("cid"),
+        messages.c.seq.in_(bindparam("seqs", expanding=True)),
+        OWNED_EXISTS,
+    )
+    .order_by(messages.c.seq)
+)
 INSERT_SUMMARY = summaries.insert()
 # An owned conversation's last_seq and its newest summary (NULLs when it has none), in one
 # statement: what a window or a compaction needs before reading messages.
@@ -165,6 +178,7 @@ HEAD = (
         summaries.c.content,
         summaries.c.id,
         summaries.c.created_at,
+        conversations.c.removed_count,
     )
     .select_from(
         conversations.outerjoin(summaries, summaries.c.conversation_id == conversations.c.id)
@@ -181,15 +195,23 @@ FLOOR = (
     .where(summaries.c.conversation_id == bindparam("cid"))
     .scalar_subquery()
 )
-# A window's first page, newest first, with what HEAD would say in two more columns (the
-# conversation's last_seq and FLOOR): one statement where HEAD and BEFORE took two. No rows:
-# the conversation is missing, not the user's, or has no message after its summary.
+# A window's first page, newest first, with what HEAD would say in three more columns (the
+# conversation's last_seq, removed_count and FLOOR): one statement where HEAD and BEFORE took
+# two. No rows: the conversation is missing, not the user's, or has no message after its
+# summary.
 WINDOW_START = (
-    select(*MSG_COLUMNS, conversations.c.last_seq, FLOOR)
+    select(*MSG_COLUMNS, conversations.c.last_seq, conversations.c.removed_count, FLOOR)
     .join_from(messages, conversations, conversations.c.id == messages.c.conversation_id)
     .where(messages.c.conversation_id == bindparam("cid"), OWNED, messages.c.seq > FLOOR)
     .order_by(messages.c.seq.desc())
     .limit(bindparam("n"))
+)
+# How many messages an owned conversation holds after ``floor``: a window's count of the
+# history it left out, where removals left gaps (without them, ``last_seq - floor``).
+COUNT_AFTER = select(func.count()).where(
+    messages.c.conversation_id == bindparam("cid"),
+    messages.c.seq > bindparam("floor"),
+    OWNED_EXISTS,
 )
 # The summary a window starts from (upto_seq = FLOOR, as read with WINDOW_START).
 SUMMARY_AT = select(summaries.c.content).where(
@@ -220,7 +242,10 @@ ATTACHMENT_DATA = select(attachments.c.sha256, attachments.c.data).where(
 
 
 def conversation_record(row: Sequence[Any]) -> StoredConversation:
-    return StoredConversation(*row)
+    id_, uid, title, metadata, last_seq, created, updated, removed = row
+    return StoredConversation(
+        id_, uid, title, metadata, int(last_seq), created, updated, int(last_seq - removed)
+    )
 
 
 def message_record(row: Sequence[Any]) -> StoredMessage:

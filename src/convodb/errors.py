@@ -86,7 +86,7 @@ class MessageNotFoundError(ConvodbError, LookupError):
     """Message not found.
 
     The conversation is the caller's, but holds no message with this ``seq``: its messages are
-    numbered 1 to its ``last_seq``. (A conversation that is missing or another user's raises
+    numbered 1 to its ``last_seq``, and a removed message leaves its seq unused. (A conversation that is missing or another user's raises
     :class:`ConversationNotFoundError` instead, whatever the ``seq``.)
 
     Attributes:
@@ -99,7 +99,7 @@ class MessageNotFoundError(ConvodbError, LookupError):
         self.seq = seq
         super().__init__(
             f"Message not found: conversation {conversation_id!r} has no message with seq {seq}; "
-            "its messages are numbered 1 to its last_seq"
+            "its messages are numbered 1 to its last_seq, with gaps where messages were removed"
         )
 
 

@@ -112,7 +112,7 @@ class WindowBuilder:
         if len(rows) < 100:
             break
         before = rows[-1].seq
-    window = builder.finish(total=conversation.last_seq)
+    window = builder.finish(total=conversation.message_count)
     ```
 
     Raises:
@@ -231,7 +231,7 @@ class WindowBuilder:
         """The window so far.
 
         Args:
-            total: how many messages the conversation holds (its ``last_seq``), so that
+            total: how many messages the conversation holds (``message_count``), so that
                 :attr:`Window.dropped` counts the rows never read too; by default only the fed
                 messages are counted.
 

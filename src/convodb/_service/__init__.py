@@ -7,7 +7,8 @@
   ``UPDATE ... SET last_seq = last_seq + n`` (with ``RETURNING``, or ``LAST_INSERT_ID`` on
   MariaDB/MySQL: see ``convodb.storage``). That row is the lock: a
   concurrent append to the same conversation waits for this one to commit, so ``seq`` values
-  are gap-free, never repeat, and commit in order. A reader that has seen ``seq`` k will never
+  are gap-free as appended, never repeat (``remove_messages`` leaves gaps; it never lowers
+  ``last_seq``), and commit in order. A reader that has seen ``seq`` k will never
   later find a message below k appear.
 - **A batch append is one transaction**: everything is validated before the first statement;
   ``updated_at`` moves in the same transaction; nothing is read back (the service already
@@ -15,12 +16,12 @@
 - **Idempotency**: a message may carry a ``key``; appending a key that the conversation already
   holds stores nothing and returns the stored message.
 
-The methods live in one module per concern (``_conversations``, ``_messages``, ``_windows``:
-agent input and summaries), on a shared base (``_base``: the session, transactions, the lock
-and ownership-checked reads). The hot path is SQLAlchemy Core on the tables and returns slotted
-dataclasses (see ``convodb._records``). Every write method is one transaction: with
-``commit=True`` (the default, as in the seed) the service commits it; with ``commit=False`` it
-joins the caller's transaction and the caller commits or rolls back.
+The methods live in one module per concern (``_conversations``, ``_messages``, ``_removal``,
+``_windows``: agent input and summaries), on a shared base (``_base``: the session,
+transactions, the lock and ownership-checked reads). The hot path is SQLAlchemy Core on the
+tables and returns slotted dataclasses (see ``convodb._records``). Every write method is one
+transaction: with ``commit=True`` (the default, as in the seed) the service commits it; with
+``commit=False`` it joins the caller's transaction and the caller commits or rolls back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ._base import Order
 from ._conversations import ConversationMethods
 from ._import import ImportConflict, ImportReport
 from ._messages import MessageMethods
+from ._removal import RemovalMethods
 from ._windows import Summarizer, WindowMethods
 
 __all__ = [
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-class ConversationService(ConversationMethods, MessageMethods, WindowMethods):
+class ConversationService(ConversationMethods, MessageMethods, RemovalMethods, WindowMethods):
     """Conversations and their messages, for one session.
 
     ```python

@@ -129,13 +129,14 @@ class AdminService(ServiceBase):
         cutoff = _aware("inactive_since", inactive_since)
         if cutoff > utcnow():
             raise ValidationError("inactive_since", "must not be in the future")
-        stale = sql.conversations.c.updated_at < cutoff
+        c = sql.conversations.c
+        stale = c.updated_at < cutoff
         if dry_run:
             async with self._read():
                 count, messages = (
                     await self.session.execute(
                         select(
-                            func.count(), func.coalesce(func.sum(sql.conversations.c.last_seq), 0)
+                            func.count(), func.coalesce(func.sum(c.last_seq - c.removed_count), 0)
                         ).where(stale)
                     )
                 ).one()
@@ -251,7 +252,7 @@ class AdminService(ServiceBase):
     async def count(self, *, user_id: str | None = None) -> tuple[int, int]:
         """``(conversations, messages)`` in the store, or of one user."""
         c = sql.conversations.c
-        statement = select(func.count(), func.coalesce(func.sum(c.last_seq), 0))
+        statement = select(func.count(), func.coalesce(func.sum(c.last_seq - c.removed_count), 0))
         if user_id is not None:
             statement = statement.where(c.user_id == check_user_id(user_id))
         async with self._read():

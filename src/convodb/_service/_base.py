@@ -4,15 +4,19 @@ transactions, and the ownership-checked reads and the lock that its methods shar
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, Final, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import _statements as sql
 from .._db import owns_transaction, read_transaction, write_transaction
+from .._parts import AudioPart, FilePart, ImagePart, Part
+from .._records import StoredMessage
 from .._validation import MAX_SEQ, Limits
 from ..errors import ConversationNotFoundError
 from ..storage import Backend, backend_for
@@ -49,14 +53,44 @@ class ServiceBase:
             raise ConversationNotFoundError(cid)
         return last_seq
 
-    async def _head(self, cid: str, uid: str, *, own: bool) -> tuple[int, int, str | None]:
-        """``(last_seq, newest summary's upto_seq or 0, its text)`` of the user's conversation."""
+    async def _head(self, cid: str, uid: str, *, own: bool) -> tuple[int, int, str | None, int]:
+        """``(last_seq, newest summary's upto_seq or 0, its text, removed_count)`` of the
+        user's conversation."""
         params = {"cid": cid, "uid": uid}
         rows = await self._backend.rows(self.session, sql.HEAD, params, own=own)
         if not rows:
             raise ConversationNotFoundError(cid)
-        last_seq, upto_seq, text = rows[0][:3]
-        return int(last_seq), int(upto_seq or 0), text
+        last_seq, upto_seq, text, *_, removed = rows[0]
+        return int(last_seq), int(upto_seq or 0), text, int(removed)
+
+    async def _held_after(
+        self, cid: str, uid: str, floor: int, *, last_seq: int, removed: int, own: bool
+    ) -> int:
+        """How many messages the conversation holds after ``floor``: ``last_seq - floor``
+        while nothing was removed from it, else counted."""
+        if not removed:
+            return last_seq - floor
+        params = {"cid": cid, "uid": uid, "floor": floor}
+        rows = await self._backend.rows(self.session, sql.COUNT_AFTER, params, own=own)
+        return int(rows[0][0])
+
+    async def _with_attachment_data(
+        self, messages: list[StoredMessage], cid: str, uid: str
+    ) -> list[StoredMessage]:
+        """The messages with the binary data of their parts loaded (base64, in ``data``);
+        the same list when none refers to stored data."""
+        digests = sorted({d for m in messages for d in _stored_data(m)})
+        if not digests:
+            return messages
+        params = {"cid": cid, "uid": uid, "digests": digests}
+        found = dict((await self.session.execute(sql.ATTACHMENT_DATA, params)).all())
+        encoded = {d: base64.b64encode(data).decode("ascii") for d, data in found.items()}
+        return [
+            replace(m, content=tuple(_with_data(p, encoded) for p in m.content))
+            if isinstance(m.content, tuple) and _stored_data(m)
+            else m
+            for m in messages
+        ]
 
     def _write(self) -> AbstractAsyncContextManager[None]:
         return write_transaction(self.session, commit=self._commit)
@@ -81,6 +115,13 @@ class ServiceBase:
     async def _delete_rows(self, cid: str) -> tuple[int, int, int]:
         """Delete the conversation and everything in it, in the caller's transaction, which
         holds its lock; ``(messages, summaries, attachments)`` deleted."""
+        counts = await self._delete_contents(cid)
+        await self.session.execute(sql.conversations.delete().where(sql.conversations.c.id == cid))
+        return counts
+
+    async def _delete_contents(self, cid: str) -> tuple[int, int, int]:
+        """Delete the conversation's messages, summaries and attachments, in the caller's
+        transaction, which holds its lock; ``(messages, summaries, attachments)`` deleted."""
         # Explicit, not only ON DELETE CASCADE: a SQLite connection that convodb did not
         # set up has foreign keys off, and orphans would reappear under a reused id.
         counts = []
@@ -89,7 +130,6 @@ class ServiceBase:
                 table.delete().where(table.c.conversation_id == cid)
             )
             counts.append(max(result.rowcount, 0))  # type: ignore[attr-defined]
-        await self.session.execute(sql.conversations.delete().where(sql.conversations.c.id == cid))
         return counts[0], counts[1], counts[2]
 
     async def _owned_rows(
@@ -112,3 +152,23 @@ def _process_counter() -> TokenCounter:
     """:func:`default_counter`, resolved once per process rather than once per service (a
     service per request): it looks at the disk, and on first use hashes tiktoken's file."""
     return default_counter()
+
+
+def _stored_data(message: StoredMessage) -> list[str]:
+    """Digests of the message's parts whose data is stored apart and not loaded."""
+    if not isinstance(message.content, tuple):
+        return []
+    return [
+        p.attachment
+        for p in message.content
+        if isinstance(p, ImagePart | FilePart | AudioPart)
+        and p.attachment is not None
+        and p.data is None
+    ]
+
+
+def _with_data(part: Part, encoded: dict[str, str]) -> Part:
+    """The part with its attachment's data (base64), when it has one that was found."""
+    if isinstance(part, ImagePart | FilePart | AudioPart) and part.attachment in encoded:
+        return replace(part, data=encoded[part.attachment])
+    return part

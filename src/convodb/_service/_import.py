@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import _statements as sql
@@ -295,7 +295,13 @@ class _Importing:
                     [{"conversation_id": conv.id, **_summary_row(x)} for x in new],
                 )
                 wrote_summaries = len(new)
-            values: dict[str, Any] = {"last_seq": last_seq}
+            held = (
+                await service.session.execute(
+                    select(func.count()).where(sql.messages.c.conversation_id == conv.id)
+                )
+            ).scalar_one()
+            # The export's gaps (messages removed before it) stay gaps: counted as removed.
+            values: dict[str, Any] = {"last_seq": last_seq, "removed_count": last_seq - held}
             if self.created or self.written:
                 values["updated_at"] = conv.updated_at  # as exported
             await service.session.execute(

@@ -129,9 +129,13 @@ class MessageMethods(ServiceBase):
             return await self._append(cid, uid, batch, idempotency_key, own=own)
 
     async def get_conversation_history(
-        self, conversation_id: str, user_id: str, limit: int = 50
+        self, conversation_id: str, user_id: str, limit: int = 50, *, with_data: bool = False
     ) -> list[StoredMessage]:
         """The latest ``limit`` messages of the user's conversation, oldest first.
+
+        Args:
+            with_data: load the binary data of their parts (``data``, base64), as agent
+                input does; otherwise parts carry only their ``attachment`` digest.
 
         Raises:
             ConversationNotFoundError: it does not exist or belongs to another user.
@@ -141,7 +145,10 @@ class MessageMethods(ServiceBase):
         n = check_limit(limit, self.limits)
         async with self._read() as own:
             rows = await self._owned_rows(sql.LATEST, cid, uid, own=own, n=n)
-        return [sql.message_record(row) for row in reversed(rows)]
+            messages = [sql.message_record(row) for row in reversed(rows)]
+            if with_data:
+                messages = await self._with_attachment_data(messages, cid, uid)
+        return messages
 
     async def get_message(self, conversation_id: str, user_id: str, seq: int) -> StoredMessage:
         """One message of the user's conversation, by its ``seq``.
@@ -154,7 +161,8 @@ class MessageMethods(ServiceBase):
         Raises:
             ConversationNotFoundError: it does not exist or belongs to another user (whatever
                 ``seq`` is).
-            MessageNotFoundError: it is the user's, but holds no message with that ``seq``.
+            MessageNotFoundError: it is the user's, but holds no message with that ``seq``
+                (never had one, or it was removed).
             ValidationError: ``seq`` is not an integer from 1 to 2**62.
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
@@ -174,6 +182,7 @@ class MessageMethods(ServiceBase):
         order: Order = "asc",
         cursor: str | None = None,
         after_seq: int | None = None,
+        with_data: bool = False,
     ) -> Page[StoredMessage]:
         """One page of the conversation's messages, in either direction.
 
@@ -185,6 +194,7 @@ class MessageMethods(ServiceBase):
             cursor: ``next_cursor`` of the previous page.
             after_seq: start after this ``seq`` (ascending order only): to follow a
                 conversation, pass the last ``seq`` you have seen.
+            with_data: load the binary data of the parts (``data``, base64).
 
         Raises:
             ConversationNotFoundError: it does not exist or belongs to another user.
@@ -206,7 +216,9 @@ class MessageMethods(ServiceBase):
         statement = sql.AFTER if order == "asc" else sql.BEFORE
         async with self._read() as own:
             rows = await self._owned_rows(statement, cid, uid, own=own, n=n + 1, seq=seq, floor=0)
-        items = [sql.message_record(row) for row in rows[:n]]
+            items = [sql.message_record(row) for row in rows[:n]]
+            if with_data:
+                items = await self._with_attachment_data(items, cid, uid)
         next_cursor = None
         if len(rows) > n:
             next_cursor = encode_cursor(f"messages-{order}", s=items[-1].seq)

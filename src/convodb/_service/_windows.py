@@ -4,7 +4,6 @@ read newest first in pages, compaction into summaries, and the summaries themsel
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -13,7 +12,7 @@ from .. import _statements as sql
 from .._cursor import decode_cursor, encode_cursor
 from .._ids import new_id
 from .._message_input import check_user_message
-from .._parts import AudioPart, FilePart, ImagePart, Part
+from .._parts import Part
 from .._records import Page, StoredMessage, StoredSummary, Turn
 from .._types import utcnow
 from .._validation import (
@@ -27,7 +26,7 @@ from .._validation import (
 )
 from ..errors import ConflictError, ValidationError
 from ..formats import FORMATS
-from ..history import AgentInput, Window, WindowBuilder, compaction_cut
+from ..history import AgentInput, WindowBuilder, compaction_cut
 from ._base import NO_SEQ, ServiceBase
 
 __all__ = ["Summarizer", "WindowMethods"]
@@ -87,14 +86,14 @@ class WindowMethods(ServiceBase):
             backend, params = self._backend, {"cid": cid, "uid": uid, "n": page}
             rows = await backend.rows(self.session, sql.WINDOW_START, params, own=own)
             if rows:  # the common case: one statement found the head and the first page
-                last_seq, floor = int(rows[0][-2]), int(rows[0][-1])
+                last_seq, removed, floor = (int(v) for v in rows[0][-3:])
                 summary = None
                 if floor:
                     params = {"cid": cid, "uid": uid, "floor": floor}
                     found = await backend.rows(self.session, sql.SUMMARY_AT, params, own=own)
                     summary = found[0][0] if found else None
             else:  # missing, not the user's, or nothing after the summary
-                last_seq, floor, summary = await self._head(cid, uid, own=own)
+                last_seq, floor, summary, removed = await self._head(cid, uid, own=own)
             builder = WindowBuilder(
                 max_messages=budget_messages,
                 max_tokens=budget_tokens,
@@ -113,9 +112,13 @@ class WindowMethods(ServiceBase):
                 page = _next_page(builder, read, read_tokens, page, self.limits.max_page_size)
                 params = {"cid": cid, "uid": uid, "seq": rows[-1][2], "floor": floor, "n": page}
                 rows = await backend.rows(self.session, sql.BEFORE, params, own=own)
-            window = builder.finish(total=last_seq - floor)
-            if any(_stored_data(m) for m in window.messages):
-                window = await self._load_attachments(window, cid, uid)
+            total = await self._held_after(
+                cid, uid, floor, last_seq=last_seq, removed=removed, own=own
+            )
+            window = builder.finish(total=total)
+            messages = await self._with_attachment_data(window.messages, cid, uid)
+            if messages is not window.messages:
+                window = replace(window, messages=messages)
         return AgentInput.from_window(window, format)
 
     async def compact(
@@ -145,8 +148,8 @@ class WindowMethods(ServiceBase):
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         keep_last = check_seq("keep_last", keep_last)
         async with self._read() as own:
-            last_seq, floor, previous = await self._head(cid, uid, own=own)
-            if last_seq - keep_last <= floor:
+            last_seq, floor, previous, _removed = await self._head(cid, uid, own=own)
+            if last_seq - keep_last <= floor:  # at most keep_last messages after the floor
                 return None
             messages: list[StoredMessage] = []
             while not messages or messages[-1].seq < last_seq:
@@ -158,7 +161,11 @@ class WindowMethods(ServiceBase):
                 messages.extend(map(sql.message_record, rows))
         if self._commit and self.session.in_transaction():
             await self.session.commit()  # hold nothing while the summarizer (an LLM) runs
-        cut = compaction_cut(messages, last_seq - keep_last)
+        if len(messages) <= keep_last:  # removals left no more than keep_last
+            return None
+        # Everything up to the (keep_last + 1)-th newest message; with no gaps in seq, that is
+        # last_seq - keep_last.
+        cut = compaction_cut(messages, messages[-keep_last - 1].seq)
         covered = [m for m in messages if m.seq <= cut]
         if not covered:
             return None
@@ -257,20 +264,6 @@ class WindowMethods(ServiceBase):
             next_cursor = encode_cursor("summaries", s=items[-1].upto_seq)
         return Page(items=items, next_cursor=next_cursor)
 
-    async def _load_attachments(self, window: Window, cid: str, uid: str) -> Window:
-        """The window with the binary data of its messages' parts loaded."""
-        digests = sorted({d for m in window.messages for d in _stored_data(m)})
-        params = {"cid": cid, "uid": uid, "digests": digests}
-        found = dict((await self.session.execute(sql.ATTACHMENT_DATA, params)).all())
-        encoded = {d: base64.b64encode(data).decode("ascii") for d, data in found.items()}
-        messages = [
-            replace(m, content=tuple(_with_data(p, encoded) for p in m.content))
-            if isinstance(m.content, tuple) and _stored_data(m)
-            else m
-            for m in window.messages
-        ]
-        return replace(window, messages=messages)
-
 
 def _first_page(max_messages: int | None, max_tokens: int | None) -> int:
     """Rows to read first for a window: enough for most windows in one statement."""
@@ -309,23 +302,3 @@ def _previous_summary(cid: str, upto_seq: int, text: str) -> StoredMessage:
         token_count=None,
         created_at=utcnow(),
     )
-
-
-def _stored_data(message: StoredMessage) -> list[str]:
-    """Digests of the message's parts whose data is stored apart and not loaded."""
-    if not isinstance(message.content, tuple):
-        return []
-    return [
-        p.attachment
-        for p in message.content
-        if isinstance(p, ImagePart | FilePart | AudioPart)
-        and p.attachment is not None
-        and p.data is None
-    ]
-
-
-def _with_data(part: Part, encoded: dict[str, str]) -> Part:
-    """The part with its attachment's data (base64), when it has one that was found."""
-    if isinstance(part, ImagePart | FilePart | AudioPart) and part.attachment in encoded:
-        return replace(part, data=encoded[part.attachment])
-    return part

@@ -204,7 +204,7 @@ def conversations_list(
         typer.echo(f"No conversations of user {user!r}.", err=True)
         return
     header = ("ID", "TITLE", "MESSAGES", "LAST ACTIVE")
-    rows = [(c.id, c.title or "", str(c.last_seq), when(c.updated_at)) for c in found]
+    rows = [(c.id, c.title or "", str(c.message_count), when(c.updated_at)) for c in found]
     _print_table(header, rows)
     if more:
         typer.echo(f"(the first {limit}; --limit N shows more)", err=True)
@@ -227,7 +227,7 @@ def conversations_show(
             console = Console(highlight=False, soft_wrap=True)
             console.print(
                 f"[bold]{conversation.title or '(untitled)'}[/bold]  {conversation.id}\n"
-                f"user {conversation.user_id}, {conversation.last_seq} messages, created "
+                f"user {conversation.user_id}, {conversation.message_count} messages, created "
                 f"{when(conversation.created_at)}, last active {when(conversation.updated_at)}",
                 markup=True,
             )

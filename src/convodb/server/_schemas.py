@@ -61,6 +61,7 @@ _CONVERSATION_EXAMPLE: dict[str, JsonValue] = {
     "title": "Weather in Paris",
     "metadata": {"channel": "web"},
     "last_seq": 3,
+    "message_count": 3,
     "created_at": "2025-01-01T12:00:00Z",
     "updated_at": "2025-01-01T12:00:05Z",
 }
@@ -266,9 +267,13 @@ class ConversationOut(BaseModel):
     user_id: str
     title: str | None
     metadata: dict[str, Any]
-    last_seq: int = Field(description="The newest message's seq, which is the message count.")
+    last_seq: int = Field(
+        description="The highest seq ever assigned in it; the next message gets the one after. "
+        "Removing messages never lowers it, so a seq is never reused."
+    )
+    message_count: int = Field(description="How many messages it holds.")
     created_at: datetime
-    updated_at: datetime = Field(description="Moves on every append and update.")
+    updated_at: datetime = Field(description="Moves on every append, removal and update.")
 
 
 class ErasureOut(BaseModel):
@@ -499,6 +504,7 @@ def conversation_out(c: StoredConversation) -> dict[str, Any]:
         "title": c.title,
         "metadata": c.metadata,
         "last_seq": c.last_seq,
+        "message_count": c.message_count,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     }
