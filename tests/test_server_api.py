@@ -602,3 +602,47 @@ async def test_every_response_is_exactly_its_documented_model_as_json(api: Api) 
         "attachment": hashlib.sha256(b"hello").hexdigest(),
         "size": 5,
     }
+
+
+async def test_remove_messages_returns_them_and_leaves_a_gap(api: Api) -> None:
+    alice, bob = await api.auth("alice"), await api.auth("bob")
+    cid = (await new_conversation(api))["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    await api.client.post(url, json={"messages": TOOL_TURN}, headers=alice)
+    listed = (await api.client.get(url, headers=alice)).json()["items"]
+
+    # Another user: the same 404 as a missing conversation, and nothing removed
+    foreign = await api.client.delete(url, params={"newest": 1}, headers=bob)
+    assert_problem(foreign, 404, "conversation-not-found")
+    # Not exactly one selector, or one out of range: 422 naming it, nothing removed
+    for params, name, field in (
+        ({}, "invalid-input", "newest"),
+        ({"newest": 1, "oldest": 1}, "invalid-input", "newest"),
+        ({"newest": 0}, "limit-exceeded", "newest"),
+        ({"seqs": [1, 0]}, "limit-exceeded", "seqs[1]"),
+    ):
+        bad = assert_problem(await api.client.delete(url, params=params, headers=alice), 422, name)
+        assert bad["field"] == field, params
+
+    # The newest: the final answer, returned exactly as it was listed
+    response = await api.client.delete(url, params={"newest": 1}, headers=alice)
+    assert response.status_code == 200, response.text
+    assert AppendResponse.model_validate(response.json()).messages  # the schema's shape
+    assert response.json() == {"messages": [listed[3]]}
+    # Chosen seqs: the call and its result go together; 9 was never there
+    response = await api.client.delete(url, params={"seqs": [2, 3, 9]}, headers=alice)
+    assert [m["seq"] for m in response.json()["messages"]] == [2, 3]
+
+    # An edited turn is appended after the gap: seqs are never reused
+    appended = await api.client.post(
+        url, json={"messages": [{"role": "assistant", "content": "edited"}]}, headers=alice
+    )
+    assert appended.json()["messages"][0]["seq"] == 5
+    remaining = (await api.client.get(url, headers=alice)).json()["items"]
+    assert [(m["seq"], m["content"]) for m in remaining] == [
+        (1, "Weather in Paris?"),
+        (5, "edited"),
+    ]
+    conversation = (await api.client.get(f"/v1/conversations/{cid}", headers=alice)).json()
+    assert (conversation["last_seq"], conversation["message_count"]) == (5, 2)
+    assert_problem(await api.client.get(f"{url}/4", headers=alice), 404, "message-not-found")

@@ -6,7 +6,13 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Header, Path, Query, Response
 
 from ._part_schemas import ATTACHMENT_MEDIA_TYPES
-from ._problems import CONVERSATION_NOT_FOUND, IDEMPOTENCY_KEY_REUSE, MESSAGE_NOT_FOUND
+from ._problems import (
+    CONVERSATION_NOT_FOUND,
+    IDEMPOTENCY_KEY_REUSE,
+    INVALID_INPUT,
+    LIMIT_EXCEEDED,
+    MESSAGE_NOT_FOUND,
+)
 from ._routing import (
     BODY_PROBLEMS,
     Authenticated,
@@ -24,6 +30,7 @@ from ._schemas import (
     AppendResponse,
     MessageOut,
     MessagePage,
+    RemovedMessages,
     message_out,
 )
 from ._settings import Settings
@@ -106,6 +113,39 @@ def add_message_routes(app: FastAPI, settings: Settings) -> None:
         )
         items = [message_out(m) for m in page.items]
         return json_response({"items": items, "next_cursor": page.next_cursor})
+
+    @app.delete(
+        "/v1/conversations/{conversation_id}/messages",
+        tags=["messages"],
+        summary="Remove messages",
+        responses=ok(RemovedMessages) | v1(CONVERSATION_NOT_FOUND, INVALID_INPUT, LIMIT_EXCEEDED),
+    )
+    async def remove_messages(
+        caller: Authenticated,
+        conversation_id: ConversationId,
+        newest: Annotated[
+            int | None, Query(description="Remove the newest this many.", examples=[1])
+        ] = None,
+        oldest: Annotated[int | None, Query(description="Remove the oldest this many.")] = None,
+        seqs: Annotated[
+            list[int] | None,
+            Query(
+                description="Remove the messages with these seqs (repeat the parameter); "
+                "seqs the conversation does not hold are ignored."
+            ),
+        ] = None,
+    ) -> Response:
+        """Remove messages: exactly one of `newest`, `oldest` and `seqs`.
+
+        They are chosen under the conversation's lock, so concurrent removals never remove
+        the same message twice. Seqs are never reused: the next message appended gets the
+        seq after `last_seq`, and a removal leaves a gap. To edit the newest user message
+        and regenerate, remove the newest messages and append the edited turn.
+        """
+        removed = await caller.service.remove_messages(
+            conversation_id, caller.user, newest=newest, oldest=oldest, seqs=seqs
+        )
+        return json_response({"messages": [message_out(m) for m in removed]})
 
     @app.get(
         "/v1/conversations/{conversation_id}/messages/{seq}",

@@ -222,6 +222,15 @@ class AppendResponse(BaseModel):
     messages: list[MessageOut]
 
 
+class RemovedMessages(BaseModel):
+    """The removed messages, oldest first, as they were stored (parts with their ``data``),
+    so that a client can show or restore them. Empty when nothing matched."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"messages": [_MESSAGE_EXAMPLE]}]})
+
+    messages: list[MessageOut]
+
+
 class MessagePage(BaseModel):
     """One page of messages."""
 
