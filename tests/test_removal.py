@@ -340,3 +340,34 @@ async def test_purge_dry_run_counts_the_messages_held(
         report = await AdminService(session).purge(datetime.now(UTC), dry_run=True)
 
     assert (report.conversations, report.messages) == (1, 1)
+
+
+async def test_a_locked_conversation_holds_off_appends_until_the_lock_ends(db: Database) -> None:
+    async with db.session() as session:
+        cid = await conversation_of(ConversationService(session), 2)
+        with pytest.raises(RuntimeError):
+            await ConversationService(session).lock_conversation(cid, ALICE)
+    order: list[str] = []
+
+    async def append() -> None:
+        async with db.session() as session:
+            await ConversationService(session).save_message(cid, "user", "late", user_id=ALICE)
+            order.append("appended")
+
+    async with db.session() as session, session.begin():
+        service = ConversationService(session, commit=False)
+        locked = await service.lock_conversation(cid, ALICE)
+        waiting = asyncio.create_task(append())
+        await asyncio.sleep(0.3)  # the append waits on the lock, however long this takes
+        held = await texts(service, cid)
+        await service.remove_messages(cid, ALICE, seqs=[1])
+        order.append("replaced")
+    await waiting
+
+    assert (locked.last_seq, held) == (2, ["m1", "m2"])
+    assert order == ["replaced", "appended"]
+    async with db.session() as session:
+        assert await texts(ConversationService(session), cid) == ["m2", "late"]
+    async with db.session() as session, session.begin():
+        with pytest.raises(ConversationNotFoundError):
+            await ConversationService(session, commit=False).lock_conversation(cid, BOB)

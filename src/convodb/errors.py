@@ -86,8 +86,9 @@ class MessageNotFoundError(ConvodbError, LookupError):
     """Message not found.
 
     The conversation is the caller's, but holds no message with this ``seq``: its messages are
-    numbered 1 to its ``last_seq``, and a removed message leaves its seq unused. (A conversation that is missing or another user's raises
-    :class:`ConversationNotFoundError` instead, whatever the ``seq``.)
+    numbered 1 to its ``last_seq``, and a removed message leaves its seq unused. (A
+    conversation that is missing or another user's raises :class:`ConversationNotFoundError`
+    instead, whatever the ``seq``.)
 
     Attributes:
         conversation_id: the conversation.

@@ -108,6 +108,28 @@ class ConversationMethods(ServiceBase):
             raise ConversationNotFoundError(cid)
         return sql.conversation_record(row)
 
+    async def lock_conversation(self, conversation_id: str, user_id: str) -> StoredConversation:
+        """Lock the user's conversation until your transaction ends, and return it as it is
+        then: appends and removals by others wait, so what you read next stays current until
+        you commit. For read-modify-write in a transaction of your own (a service with
+        ``commit=False``), e.g. replacing messages after comparing them with new ones.
+
+        Raises:
+            ConversationNotFoundError: it does not exist or belongs to another user.
+            RuntimeError: the service commits each call (``commit=True``), so the lock would
+                end before this returns.
+        """
+        if self._commit:
+            raise RuntimeError(
+                "lock_conversation needs a service with commit=False inside your transaction"
+            )
+        cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        async with self._write():
+            await self._lock(cid, uid)
+            row = await self._select_conversation(cid, uid)
+        assert row is not None  # locked: it cannot have gone
+        return sql.conversation_record(row)
+
     async def update_conversation(
         self,
         conversation_id: str,
