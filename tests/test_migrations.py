@@ -143,9 +143,9 @@ V0_1_0_DATABASES = pytest.mark.parametrize(
 
 def test_revisions_are_named_and_form_one_line() -> None:
     script = ScriptDirectory(str(MIGRATIONS))
-    assert script.get_heads() == [HEAD] == ["message_removal"]
+    assert script.get_heads() == [HEAD] == ["langgraph_checkpoints"]
     chain = [r.revision for r in script.walk_revisions("base", "heads")][::-1]
-    assert chain == [BASELINE, "content_parts", HEAD]
+    assert chain == [BASELINE, "content_parts", "message_removal", HEAD]
     for revision in script.walk_revisions():
         assert revision.module.__file__ is not None
         assert Path(revision.module.__file__).stem == revision.revision

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -44,7 +45,12 @@ __all__ = [
     "Summary",
     "api_keys",
     "attachments",
+    "checkpoint_blobs",
+    "checkpoint_tables",
+    "checkpoint_writes",
+    "checkpoints",
     "conversations",
+    "message_copies",
     "messages",
     "summaries",
     "tables",
@@ -223,8 +229,108 @@ attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
 api_keys: Table = ApiKey.__table__  # type: ignore[attr-defined]
 
 
+# -- the LangGraph saver's tables (convodb.integrations.langgraph) ----------------------
+#
+# The LangGraph checkpoint saver's tables (``convodb.integrations.langgraph``).
+#
+# A LangGraph thread is a convodb conversation, so every table here is keyed by
+# ``conversation_id`` first, with a foreign key to ``conversations`` (``ON DELETE CASCADE``):
+# a Citus cluster distributes these rows with their conversation, and deleting the
+# conversation deletes its checkpoints. The root namespace's ``messages`` list is not stored
+# here but as the conversation's messages; a checkpoint's blob for it is a manifest of their
+# ``seq`` numbers.
+#
+# - ``langgraph_checkpoints``: one row per checkpoint of a thread's namespace; ``checkpoint``
+#   is the serialized checkpoint without its channel values, ``metadata`` its metadata.
+# - ``langgraph_checkpoint_blobs``: a channel's value at a version, shared by the checkpoints
+#   that have that version.
+# - ``langgraph_checkpoint_writes``: the pending writes stored against a checkpoint.
+# - ``langgraph_message_copies``: a serialized copy of each message the saver removed from
+#   the conversation, by its ``seq`` (never reused), for the older checkpoints that list it.
+#
+# The names carry a ``langgraph_`` prefix: LangGraph's own PostgreSQL saver creates
+# ``checkpoints``, ``checkpoint_blobs`` and ``checkpoint_writes``, and an application may use
+# both in one database. Key columns are sized for MariaDB's 3072-byte index limit at four
+# bytes a character.
+
+_TABLE_OPTIONS: dict[str, Any] = dict(MYSQL_TABLE_OPTIONS)  # typed for Table(**...)
+NAMESPACE_LENGTH = 255
+CHECKPOINT_ID_LENGTH = 64
+CHANNEL_LENGTH = 255
+VERSION_LENGTH = 128
+TASK_ID_LENGTH = 64
+TYPE_LENGTH = 64
+RUN_ID_LENGTH = 255
+
+
+def _conversation_id() -> Column[str]:
+    return Column(
+        "conversation_id",
+        String(ID_LENGTH),
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
+checkpoints = Table(
+    "langgraph_checkpoints",
+    conversations.metadata,
+    _conversation_id(),
+    Column("checkpoint_ns", String(NAMESPACE_LENGTH), primary_key=True),
+    Column("checkpoint_id", String(CHECKPOINT_ID_LENGTH), primary_key=True),
+    Column("parent_checkpoint_id", String(CHECKPOINT_ID_LENGTH)),
+    Column("run_id", String(RUN_ID_LENGTH)),
+    Column("type", String(TYPE_LENGTH), nullable=False),
+    Column("checkpoint", Blob, nullable=False),
+    Column("metadata", JSONType, nullable=False),
+    **_TABLE_OPTIONS,
+)
+
+checkpoint_blobs = Table(
+    "langgraph_checkpoint_blobs",
+    conversations.metadata,
+    _conversation_id(),
+    Column("checkpoint_ns", String(NAMESPACE_LENGTH), primary_key=True),
+    Column("channel", String(CHANNEL_LENGTH), primary_key=True),
+    Column("version", String(VERSION_LENGTH), primary_key=True),
+    Column("type", String(TYPE_LENGTH), nullable=False),
+    Column("blob", Blob),
+    **_TABLE_OPTIONS,
+)
+
+checkpoint_writes = Table(
+    "langgraph_checkpoint_writes",
+    conversations.metadata,
+    _conversation_id(),
+    Column("checkpoint_ns", String(NAMESPACE_LENGTH), primary_key=True),
+    Column("checkpoint_id", String(CHECKPOINT_ID_LENGTH), primary_key=True),
+    Column("task_id", String(TASK_ID_LENGTH), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("channel", String(CHANNEL_LENGTH), nullable=False),
+    Column("type", String(TYPE_LENGTH), nullable=False),
+    Column("blob", Blob),
+    Column("task_path", Text, nullable=False),
+    **_TABLE_OPTIONS,
+)
+
+message_copies = Table(
+    "langgraph_message_copies",
+    conversations.metadata,
+    _conversation_id(),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(TYPE_LENGTH), nullable=False),
+    Column("blob", Blob, nullable=False),
+    **_TABLE_OPTIONS,
+)
+
+
+def checkpoint_tables() -> list[Table]:
+    """The saver's tables in creation order (each after ``conversations``)."""
+    return [checkpoints, checkpoint_blobs, checkpoint_writes, message_copies]
+
+
 def tables(*, with_api_keys: bool = False) -> list[Table]:
     """convodb's tables in creation order (not the rest of ``SQLModel.metadata``): the
     library's, and the HTTP service's ``api_keys`` when asked for."""
-    library = [conversations, messages, summaries, attachments]
+    library = [conversations, messages, summaries, attachments, *checkpoint_tables()]
     return [*library, api_keys] if with_api_keys else library

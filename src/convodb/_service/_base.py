@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import _statements as sql
 from .._db import owns_transaction, read_transaction, write_transaction
+from .._models import checkpoint_tables
 from .._parts import AudioPart, FilePart, ImagePart, Part
 from .._records import StoredMessage
 from .._validation import MAX_SEQ, Limits
@@ -116,6 +117,8 @@ class ServiceBase:
         """Delete the conversation and everything in it, in the caller's transaction, which
         holds its lock; ``(messages, summaries, attachments)`` deleted."""
         counts = await self._delete_contents(cid)
+        for table in checkpoint_tables():  # a LangGraph thread's checkpoints
+            await self.session.execute(table.delete().where(table.c.conversation_id == cid))
         await self.session.execute(sql.conversations.delete().where(sql.conversations.c.id == cid))
         return counts
 

@@ -56,7 +56,7 @@ __all__ = [
     "version_table",
 ]
 
-HEAD = "message_removal"
+HEAD = "langgraph_checkpoints"
 """The newest revision: the schema this code needs. A new revision updates it (a test checks
 that it is the head of ``versions/``)."""
 BASELINE = "baseline_0_1_0"
