@@ -187,3 +187,35 @@ def test_thinking_agent_example_replays_thinking_first_and_stores_the_screenshot
         "thinking block"
     ) in out
     assert list(tmp_path.iterdir()) == []  # its database was a temporary file, removed
+
+
+def _run_example(name: str, tmp_path: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(ROOT / "examples" / name)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_agents_sdk_example_runs_a_tool_turn_and_remembers_it(tmp_path: Path) -> None:
+    out = _run_example("openai_agents_session.py", tmp_path)
+    assert '2. assistant get_weather({"city": "Paris"})' in out
+    assert "3. tool      18°C, sunny" in out
+    assert "Yes: I see 4 earlier items of our conversation." in out
+
+
+def test_langgraph_example_stores_messages_once_and_removes_them(tmp_path: Path) -> None:
+    out = _run_example("langgraph_saver.py", tmp_path)
+    assert "convodb: [(1, 'user', 'Hello!'), (2, 'assistant', 'You said: Hello!')," in out
+    assert "after RemoveMessage: [(2, 'assistant', 'You said: Hello!')," in out
+
+
+def test_llama_index_example_archives_the_oldest_turns(tmp_path: Path) -> None:
+    out = _run_example("llama_index_memory.py", tmp_path)
+    assert "memory holds 4 messages; 6 older ones are archived:" in out
+    assert "  archived user      Question 1: what should I pack for Paris in spring?" in out
+    assert "  seq  7 user      Question 4: what should I pack for Paris in spring?" in out
