@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, Table, event
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -96,6 +97,18 @@ class SQLiteBackend(Backend):
         if "timeout" not in url.query:  # sqlite3's busy timeout; ?timeout=SECONDS overrides
             options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
         return options
+
+    @classmethod
+    def finish_engine_options(
+        cls, url: URL, options: dict[str, Any], timeouts: Timeouts
+    ) -> dict[str, Any]:
+        if {"creator", "async_creator"} & set(options) or "poolclass" in options:
+            return options  # the caller's way, or the one shared in-memory connection
+        args, kwargs = aiosqlite_dialect().create_connect_args(url)
+        kwargs = {**kwargs, **options.get("connect_args", {})}
+        return options | {
+            "async_creator": functools.partial(_aiosqlite_connect, list(args), kwargs)
+        }
 
     @classmethod
     def driver_connections(
@@ -289,6 +302,25 @@ class SqliteThreads:
         self._writer = self._readers = None
         for worker in workers:
             await asyncio.to_thread(worker.stop)
+
+
+async def _aiosqlite_connect(args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """An aiosqlite connection, as SQLAlchemy's dialect opens one, except on failure.
+
+    A failed connect makes aiosqlite stop its thread without waiting for it; the thread then
+    reports to the event loop, and if that loop has ended meanwhile (a command that exits on
+    the error), it dies with a traceback on stderr. Waiting here for the thread to end, while
+    the loop runs, leaves nothing to report later.
+    """
+    import aiosqlite
+
+    connection = aiosqlite.connect(*args, **kwargs)
+    connection._thread.daemon = True  # as SQLAlchemy's dialect sets it
+    try:
+        return await connection
+    except BaseException:
+        await asyncio.to_thread(connection._thread.join, SQLITE_BUSY_TIMEOUT)
+        raise
 
 
 def _sqlite_connect(
