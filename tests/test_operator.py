@@ -458,6 +458,10 @@ async def test_stats_counts_rows_and_names_the_schema(db: Database, database_url
         "messages": "9",
         "summaries": "1",
         "attachments": "1",
+        "langgraph_checkpoints": "0",
+        "langgraph_checkpoint_blobs": "0",
+        "langgraph_checkpoint_writes": "0",
+        "langgraph_message_copies": "0",
         "api_keys": "0",
     }
     assert lines[-1] == f"schema: {HEAD} (head: {HEAD})"

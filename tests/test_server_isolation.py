@@ -40,6 +40,8 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/v1/conversations/{cid}/messages", {"params": {"order": "desc", "limit": 1}}),
     ("GET", "/v1/conversations/{cid}/messages", {"params": {"after_seq": 0}}),
     ("GET", "/v1/conversations/{cid}/messages/{seq}", {}),  # A's message 1
+    ("DELETE", "/v1/conversations/{cid}/messages", {"params": {"newest": 1}}),
+    ("DELETE", "/v1/conversations/{cid}/messages", {"params": {"seqs": [1]}}),
     (
         "POST",
         "/v1/conversations/{cid}/messages",
