@@ -36,7 +36,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from convodb import Database
-from convodb._models import checkpoint_tables
 from convodb.integrations.langgraph import ConvodbSaver
 
 from ._data import fresh_database
@@ -92,13 +91,6 @@ async def _convodb(dialect: str) -> AsyncIterator[ConvodbSaver]:
     async with fresh_database(dialect) as target:
         db = Database(target.convodb_url)
         await db.create_all()
-
-        def create(connection: Any) -> None:  # until the tables are part of the schema
-            tables = checkpoint_tables()
-            tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
-
-        async with db.engine.begin() as conn:
-            await conn.run_sync(create)
         try:
             yield ConvodbSaver(database=db, user_id="bench")
         finally:

@@ -155,6 +155,29 @@ class Database:
     def dialect_name(self) -> str:
         return self.engine.dialect.name
 
+    def clone(self) -> Database:
+        """A new ``Database`` on the same URL with the same settings and connections of its
+        own: for another event loop. PostgreSQL's and MariaDB's connections belong to the
+        loop that opened them, so one ``Database`` must not serve two loops at once (a sync
+        API running its own loop in a thread beside your application's, say).
+
+        Raises:
+            ValueError: an in-memory SQLite database, which another ``Database`` would see
+                as a new, empty one.
+        """
+        if self.dialect_name == "sqlite" and self.url.database in (None, "", ":memory:"):
+            raise ValueError("an in-memory SQLite database cannot be opened twice")
+        t = self.timeouts
+        return Database(
+            self.url,
+            max_connections=self._max_connections,
+            connect_timeout=t.connect,
+            pool_timeout=t.pool,
+            statement_timeout=t.statement,
+            idle_timeout=t.idle,
+            **self._engine_kwargs,
+        )
+
     def _engine_options(self, timeouts: Timeouts) -> dict[str, Any]:
         options = engine_options(self.url, max_connections=self._max_connections, timeouts=timeouts)
         theirs = self._engine_kwargs

@@ -124,10 +124,18 @@ class ConversationMethods(ServiceBase):
                 "lock_conversation needs a service with commit=False inside your transaction"
             )
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
+        c = sql.conversations.c
+        # The lock and the read in one statement where the database returns rows from an
+        # UPDATE: a no-op write takes the row lock (SQLite: the write lock) and proves owner.
+        lock = (
+            update(sql.conversations)
+            .where(c.id == cid, c.user_id == uid)
+            .values(last_seq=c.last_seq)
+        )
         async with self._write():
-            await self._lock(cid, uid)
-            row = await self._select_conversation(cid, uid)
-        assert row is not None  # locked: it cannot have gone
+            row = await self._backend.update_returning(self.session, lock, sql.CONV_COLUMNS)
+        if row is None:
+            raise ConversationNotFoundError(cid)
         return sql.conversation_record(row)
 
     async def update_conversation(

@@ -16,7 +16,9 @@ drops its oldest turns, a graph state that removes a message), designed once her
   removed or not; clearing the conversation deletes its summaries. Binary data stays while the
   conversation exists, unless it is cleared: a part elsewhere may refer to the same digest.
 - **Idempotency keys go with their messages**: a retry of a removed message's append stores it
-  again.
+  again. A batch appended with an ``idempotency_key`` is the exception while some of its
+  messages remain: its retry is refused (``IdempotencyKeyReuseError``), since convodb cannot
+  tell it from a different batch sent under the same key.
 """
 
 from __future__ import annotations

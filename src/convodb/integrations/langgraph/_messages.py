@@ -63,8 +63,12 @@ def to_new_messages(
         pairs = [(m, _to_new(m)) for m in messages]
     except _NotRepresentable:
         return None
-    try:
-        check_batch([new for _, new in pairs], limits)  # what the append would refuse
+    news = [new for _, new in pairs]
+    if len({new.key for new in news}) != len(news):
+        return None
+    try:  # what the appends, a batch at a time, would refuse
+        for start in range(0, len(news), limits.max_batch_messages):
+            check_batch(news[start : start + limits.max_batch_messages], limits)
     except ValidationError:
         return None
     return pairs

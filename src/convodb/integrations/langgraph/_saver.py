@@ -5,14 +5,15 @@ from __future__ import annotations
 import builtins
 import json
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar, cast
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -33,6 +34,7 @@ from ..._models import (
     checkpoint_writes,
     checkpoints,
 )
+from ..._records import StoredConversation, StoredMessage
 from ..._service import ConversationService
 from ..._validation import Limits
 from ...errors import ConflictError, ConversationNotFoundError, ValidationError
@@ -53,6 +55,7 @@ from ._support import (
     seq_ranges,
     thread_config,
 )
+from ._sync import SyncMethods
 
 __all__ = ["ConvodbSaver"]
 
@@ -67,9 +70,10 @@ MANIFEST_TYPE = "convodb.messages"
 """The blob type of a ``messages`` value stored as the conversation's messages: the blob
 is ``{"seqs": [[first, last], ...]}``, inclusive ranges of their seqs, in order."""
 _LIMITS = Limits()  # what the service checks appends against by default
+_MIRRORED_THREADS = 256  # threads whose messages a saver remembers between puts
 
 
-class ConvodbSaver(BaseCheckpointSaver[str]):
+class ConvodbSaver(SyncMethods):
     """A LangGraph checkpointer storing each thread as a convodb conversation of one user.
 
     ```python
@@ -89,11 +93,18 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
     after a message replaced in place, in one transaction; each checkpoint keeps the list
     of their ``seq`` numbers, and a message removed later is kept as a copy for the older
     checkpoints that list it. Every other value is a serialized blob, as in LangGraph's own
-    savers. ``delete_thread`` deletes the conversation.
+    savers. ``delete_thread`` deletes the conversation. Remove a thread's messages through the
+    graph (``RemoveMessage``): removed some other way (``ConversationService.remove_messages``,
+    the HTTP API), they are gone from the checkpoints that listed them too.
+
+    Every write of a thread holds its conversation's lock, so concurrent writers (two runs of
+    one thread, a put beside ``prune``) apply one after the other.
 
     The async methods run on the caller's event loop. The sync ones run them on an event
-    loop thread of the saver's own, so they work outside any event loop; calling one from
-    inside that thread raises ``asyncio.InvalidStateError``. :meth:`close` stops the thread.
+    loop thread of the saver's own, on a clone of the database (``Database.clone``), so they
+    work outside any event loop and beside your application's own use of the database;
+    calling one from inside that thread raises ``asyncio.InvalidStateError``. :meth:`close`
+    stops the thread and closes the clone's connections.
 
     Args:
         database: where the conversations are, with the saver's tables (``create_all``).
@@ -115,55 +126,16 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
         self.database = database
         self.user_id = user_id
         self._loop = LoopThread()
-
-    # -- sync face --------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop the event loop thread of the sync methods (started by the first of them)."""
-        self._loop.stop()
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._loop.run(self.aget_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        return iter(self._loop.run(self._list(config, filter=filter, before=before, limit=limit)))
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._loop.run(self.aput(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self._loop.run(self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        self._loop.run(self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._loop.run(self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._loop.run(self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._loop.run(self.aprune(thread_ids, strategy=strategy))
+        self._known: set[str] = set()  # conversation ids this saver found or created
+        self._twin: ConvodbSaver | None = None
+        self._twin_lock = threading.Lock()
+        # The messages each recent thread's conversation held after this saver's last put,
+        # keyed by conversation id, with its (last_seq, message_count) then. Those two change
+        # with every append and removal by anyone, so when the locked conversation still
+        # shows them, the list is current and the put's diff reads nothing.
+        self._mirrored: OrderedDict[str, tuple[int, int, builtins.list[StoredMessage]]] = (
+            OrderedDict()
+        )
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Versions as ``InMemorySaver`` makes them: a zero-padded counter and a random
@@ -377,9 +349,22 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
             blobs.append(store.BlobRow(ns, channel, str(version), *self.serde.dumps_typed(value)))
         async with self.database.session() as session, session.begin():
             service = ConversationService(session, commit=False)
-            await self._conversation(service, cid, thread_id)
+            conversation = await self._conversation(service, cid, thread_id)
             if mirrored is not None:
-                seqs = await mirror(session, service, cid, self.user_id, mirrored, self.serde)
+                known = self._mirrored.pop(cid, None)
+                held = await mirror(
+                    session,
+                    service,
+                    cid,
+                    self.user_id,
+                    mirrored,
+                    self.serde,
+                    current=known[2]
+                    if known and known[:2] == (conversation.last_seq, conversation.message_count)
+                    else None,
+                )
+                seqs = [m.seq for m in held]
+                newest = max(conversation.last_seq, seqs[-1] if seqs else 0)
                 manifest = json.dumps({"seqs": seq_ranges(seqs)}, separators=(",", ":")).encode()
                 blobs.append(store.BlobRow(ns, MESSAGES, messages_version, MANIFEST_TYPE, manifest))
             await store.put_blobs(session, cid, blobs)
@@ -394,6 +379,10 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
                 checkpoint=blob,
                 metadata=dump_metadata(self.serde, full_metadata),
             )
+        if mirrored is not None:  # committed: remember what the conversation holds now
+            self._mirrored[cid] = (newest, len(held), held)
+            while len(self._mirrored) > _MIRRORED_THREADS:
+                self._mirrored.popitem(last=False)
         return thread_config(thread_id, ns, checkpoint["id"])
 
     async def aput_writes(
@@ -430,7 +419,7 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
         async with self.database.session() as session, session.begin():
             service = ConversationService(session, commit=False)
             try:
-                await service.get_conversation(cid, self.user_id)
+                await service.lock_conversation(cid, self.user_id)
             except ConversationNotFoundError:
                 return
             await store.delete_thread_rows(session, cid, self.user_id)
@@ -440,8 +429,16 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
         if not run_ids:
             return
         async with self.database.session() as session, session.begin():
-            found = await store.runs_checkpoints(session, self.user_id, [str(r) for r in run_ids])
-            for cid in dict.fromkeys(c for c, _, _ in found):
+            service = ConversationService(session, commit=False)
+            runs = [str(r) for r in run_ids]
+            cids = sorted(
+                {c for c, _, _ in await store.runs_checkpoints(session, self.user_id, runs)}
+            )
+            for cid in cids:  # locked in one order: concurrent callers cannot deadlock
+                await service.lock_conversation(cid, self.user_id)
+            # Read again under the locks: a put may have committed meanwhile.
+            found = await store.runs_checkpoints(session, self.user_id, runs)
+            for cid in cids:
                 keys = [(ns, ckpt) for c, ns, ckpt in found if c == cid]
                 await store.delete_checkpoints(session, cid, keys)
                 await self._collect_garbage(session, cid)
@@ -457,6 +454,11 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
                 continue
             cid = self.conversation_id(str(thread_id))
             async with self.database.session() as session, session.begin():
+                service = ConversationService(session, commit=False)
+                try:
+                    await service.lock_conversation(cid, self.user_id)
+                except ConversationNotFoundError:
+                    continue
                 latest = await store.latest_per_namespace(session, cid, self.user_id)
                 if not latest:
                     continue
@@ -498,7 +500,7 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
         async with self.database.session() as session, session.begin():
             service = ConversationService(session, commit=False)
             try:
-                await service.get_conversation(source, self.user_id)
+                await service.lock_conversation(source, self.user_id)
             except ConversationNotFoundError:
                 return
             rows, blobs, writes, copies = await store.thread_rows(session, source, self.user_id)
@@ -512,7 +514,11 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
                     f"thread {target_thread_id!r} has checkpoints already: copy_thread copies "
                     "into a thread that has none"
                 )
-            await self._conversation(service, target, str(target_thread_id))
+            # In this transaction, which holds the source's lock (SQLite: the write lock).
+            await service.get_or_create_conversation(
+                target, self.user_id, metadata={THREAD_KEY: {"thread_id": str(target_thread_id)}}
+            )
+            await service.lock_conversation(target, self.user_id)
             # The target's messages get new seqs: the ones the source still holds are
             # appended in order, and each manifest is rewritten to their new seqs, or (when
             # it lists a message the source removed) replaced by the serialized list.
@@ -558,7 +564,23 @@ class ConvodbSaver(BaseCheckpointSaver[str]):
         """The id of the convodb conversation that is the user's thread ``thread_id``."""
         return conversation_id_for(NAMESPACE, self.user_id, str(thread_id))
 
-    async def _conversation(self, service: ConversationService, cid: str, thread_id: str) -> None:
-        await service.get_or_create_conversation(
-            cid, self.user_id, metadata={THREAD_KEY: {"thread_id": thread_id}}
-        )
+    async def _conversation(
+        self, service: ConversationService, cid: str, thread_id: str
+    ) -> StoredConversation:
+        """The user's thread, created if new, locked until the transaction ends: every write
+        of a thread holds its lock, so concurrent writes (two runs, a put beside a prune)
+        apply one after the other and see each other's rows."""
+        metadata = {THREAD_KEY: {"thread_id": thread_id}}
+        if cid not in self._known:
+            # Created in a transaction of its own, committed before the lock is taken: two
+            # writers of a new thread inserting it in their transactions would both hold a
+            # shared lock on the row (MariaDB's duplicate-key check) and deadlock upgrading.
+            async with self.database.session() as session:
+                own = ConversationService(session)
+                await own.get_or_create_conversation(cid, self.user_id, metadata=metadata)
+            self._known.add(cid)
+        try:  # the lock proves it exists and is the user's
+            return await service.lock_conversation(cid, self.user_id)
+        except ConversationNotFoundError:  # deleted since: created again, in this transaction
+            await service.get_or_create_conversation(cid, self.user_id, metadata=metadata)
+            return await service.lock_conversation(cid, self.user_id)
