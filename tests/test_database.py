@@ -271,3 +271,21 @@ async def test_a_forked_worker_uses_the_database_it_inherited(db: Database) -> N
             assert [m.content for m in history] == ["from the parent", "from the child"]
             conversation = await asyncio.wait_for(service.get_conversation(cid, "alice"), 30)
             assert conversation.title == "renamed by the child"
+
+
+async def test_a_clone_has_the_settings_and_connections_of_its_own(database_url: str) -> None:
+    original = Database(database_url, statement_timeout=7.5, max_connections=6)
+    clone = original.clone()
+    try:
+        assert (clone.url, clone.timeouts) == (original.url, original.timeouts)
+        assert clone.engine is not original.engine
+        await clone.create_all()
+        async with clone.session() as session:
+            made = await ConversationService(session).create_conversation("alice")
+        async with original.session() as session:  # the same database
+            assert (await ConversationService(session).get_conversation(made.id, "alice")).id
+    finally:
+        await clone.dispose()
+        await original.dispose()
+    with pytest.raises(ValueError, match="in-memory"):
+        Database("sqlite://").clone()
