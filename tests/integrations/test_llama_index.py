@@ -671,3 +671,180 @@ async def test_status_may_be_given_as_its_value(store: ConvodbChatStore) -> None
 
     assert texts(await store.get_messages("k", "archived")) == ["x"]  # type: ignore[arg-type]
     assert store.conversation_id("k", "archived") == store.conversation_id("k", ARCHIVED)  # type: ignore[arg-type]
+
+
+# -- review fixes ---------------------------------------------------------------------------
+
+
+async def test_a_bad_message_past_one_append_is_named_by_its_index_in_the_batch(
+    store: ConvodbChatStore,
+) -> None:
+    fine = [msg(f"m{i}") for i in range(1500)]
+    await store.add_message("k", msg("kept"))
+    video = ChatMessage(role="user", blocks=[VideoBlock(video=b"\x00" * 70_000)])
+
+    for call in (store.add_messages, store.set_messages):
+        for status in (ACTIVE, ARCHIVED):
+            with pytest.raises(ValidationError) as error:
+                await call("k", [*fine, msg("nul \x00")], status)
+            assert type(error.value) is ValidationError
+            assert error.value.field == "messages[1500].content"
+            with pytest.raises(LimitExceededError) as limit:
+                await call("k", [*fine, msg("x"), video], status)
+            assert limit.value.field == "messages[1501].metadata"
+            assert limit.value.limit == 64 * 1024
+
+    assert texts(await store.get_messages("k", None)) == ["kept"]
+
+
+def pause_after_first_read(
+    monkeypatch: pytest.MonkeyPatch, write: Callable[[], Awaitable[object]]
+) -> list[asyncio.Future[object]]:
+    """Starts ``write`` right after the first page any reader reads, and lets it run (half
+    a second) before that reader reads on: unless the write waits for the reader's lock, it
+    lands between the reader's reads."""
+    started: list[asyncio.Future[object]] = []
+    original = ConversationService.list_messages
+
+    async def paused(self: ConversationService, *args: Any, **kwargs: Any) -> Any:
+        page = await original(self, *args, **kwargs)
+        if not started:
+            started.append(asyncio.ensure_future(write()))
+            await asyncio.sleep(0.5)
+        return page
+
+    monkeypatch.setattr(ConversationService, "list_messages", paused)
+    return started
+
+
+@pytest.mark.parametrize("write", ["set_messages", "delete_messages", "archive"])
+async def test_reading_both_statuses_sees_one_state_of_the_key(
+    store: ConvodbChatStore, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    await store.add_messages("k", [msg("old1"), msg("old2"), msg("old3")])
+    await store.archive_oldest_messages("k", 1)
+    writes: dict[str, Callable[[], Awaitable[object]]] = {
+        "set_messages": lambda: store.set_messages("k", [msg("new1")]),
+        "delete_messages": lambda: store.delete_messages("k"),
+        "archive": lambda: store.archive_oldest_messages("k", 2),
+    }
+    after = {"set_messages": ["new1"], "delete_messages": [], "archive": ["old1", "old2", "old3"]}
+    started = pause_after_first_read(monkeypatch, writes[write])
+
+    read = texts(await store.get_messages("k", None))
+    await started[0]
+
+    assert read in (["old1", "old2", "old3"], after[write])
+    assert texts(await store.get_messages("k", None)) == after[write]
+
+
+async def test_a_page_of_archived_messages_reads_that_page_not_the_history(
+    store: ConvodbChatStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [msg(f"m{i}") for i in range(1200)]
+    await store.add_messages("k", messages)
+    await store.archive_oldest_messages("k", 1100)
+    read: list[int] = []
+    original = ConversationService.list_messages
+
+    async def counted(self: ConversationService, *args: Any, **kwargs: Any) -> Any:
+        page = await original(self, *args, **kwargs)
+        read.append(len(page.items))
+        return page
+
+    monkeypatch.setattr(ConversationService, "list_messages", counted)
+
+    pages: list[tuple[MessageStatus | None, int, int]] = [
+        (ARCHIVED, 0, 10),
+        (ARCHIVED, 1095, 10),
+        (None, 0, 10),
+        (None, 1095, 10),
+        (None, 1190, 10),
+    ]
+    for status, offset, limit in pages:
+        read.clear()
+        got = await store.get_messages("k", status, limit=limit, offset=offset)
+        held = messages[:1100] if status is ARCHIVED else messages
+        assert got == held[offset : offset + limit]
+        assert sum(read) <= limit, (status, offset, read)
+
+    # Messages added as archived belong among the moved ones by their place: read whole.
+    await store.add_message("k", msg("added"), ARCHIVED)
+    assert texts(await store.get_messages("k", ARCHIVED, offset=1099)) == ["m1099", "added"]
+    assert texts(await store.get_messages("k", None, offset=1199)) == ["m1199", "added"]
+    await store.delete_messages("k", ARCHIVED)  # none left: pages are read as pages again
+    await store.archive_oldest_messages("k", 50)
+    read.clear()
+    assert await store.get_messages("k", None, limit=5, offset=48) == messages[1148:1153]
+    assert sum(read) <= 5
+
+
+async def test_kwargs_pydantic_cannot_serialize_are_a_validation_error_naming_the_message(
+    store: ConvodbChatStore,
+) -> None:
+    odd = ChatMessage(role="user", content="x", additional_kwargs={"handle": object()})
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("messages[0]", lambda: store.add_message("k", odd)),
+        ("messages[1]", lambda: store.add_messages("k", [msg("x"), odd])),
+        ("messages[1]", lambda: store.set_messages("k", [msg("x"), odd], ARCHIVED)),
+    ]
+    for field, call in calls:
+        with pytest.raises(ValidationError) as error:
+            await call()
+        assert error.value.field == field
+    assert await store.get_keys() == []
+
+
+async def test_a_key_convodb_cannot_store_is_a_validation_error_naming_the_key(
+    store: ConvodbChatStore,
+) -> None:
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+    for key in ("nul \x00", "lone \ud800", "k" * 70_000):
+        calls += [
+            ("key", lambda key=key: store.add_message(key, msg("x"))),  # type: ignore[misc]
+            ("key", lambda key=key: store.get_messages(key)),  # type: ignore[misc]
+            ("key", lambda key=key: store.get_messages(key, None)),  # type: ignore[misc]
+            ("key", lambda key=key: store.count_messages(key)),  # type: ignore[misc]
+            ("key", lambda key=key: store.delete_messages(key)),  # type: ignore[misc]
+        ]
+    for field, call in calls:
+        with pytest.raises(ValidationError) as error:
+            await call()
+        assert error.value.field == field
+    with pytest.raises(LimitExceededError) as limit:
+        await store.get_messages("k" * 70_000)
+    assert limit.value.limit == 64 * 1024
+    assert await store.get_keys() == []
+
+
+async def test_malformed_metadata_under_the_adapters_key_reads_as_a_plain_message(
+    store: ConvodbChatStore, service: ConversationService
+) -> None:
+    malformed: list[object] = [
+        {"blocks": [{"part": 5}]},
+        {"blocks": [{"call": 0}]},
+        {"blocks": [{"other": 1}]},
+        {"blocks": "text"},
+        {"blocks": [7]},
+        {"blocks": [{"part": 0, "rest": [1]}]},
+        {"kwargs": 3},
+        {"fields": 3},
+        {"role": "nobody"},
+        {"message": 5},
+        {"kwargs_calls": [{"call": 2}]},
+    ]
+    await store.add_message("k", msg("first"))
+    await service.save_conversation_messages(
+        store.conversation_id("k"),
+        ALICE,
+        [
+            {"role": "user", "content": f"t{i}", "metadata": {"llama_index": meta}}
+            for i, meta in enumerate(malformed)
+        ],
+    )
+    expected = [msg("first"), *(msg(f"t{i}") for i in range(len(malformed)))]
+
+    assert await store.get_messages("k") == expected
+    assert await store.archive_oldest_messages("k", 20) == expected
+    assert await store.get_messages("k", ARCHIVED) == expected
+    assert await store.delete_message("k", -2) == expected[1]

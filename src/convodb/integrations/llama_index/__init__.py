@@ -28,7 +28,17 @@ transaction); each keeps its active ``seq`` in its metadata (``"at"``), and a me
 as archived directly keeps the active conversation's ``last_seq`` at the time (``"after"``).
 Reads of archived messages, and of both statuses together, are ordered by those, so they
 come back in the order the messages were added, as ``SQLAlchemyChatStore`` orders them by
-their timestamps, but without depending on clocks.
+their timestamps, but without depending on clocks (a message appended to the archived
+conversation through convodb's API comes right after the archived message before it). Until
+messages are added as archived directly, that is the archived conversation's ``seq`` order
+followed by the active one's, and a page (``offset``, ``limit``) is read as a page; after,
+and until the archived messages are deleted, a read of archived messages reads them all.
+
+**Consistency.** Every write that changes the archived conversation (or both) locks the
+active one first (creating it when missing), and reads of archived messages, of both
+statuses, and ``count_messages(key, None)`` take the same lock: they see the key as it was
+before a concurrent ``set_messages``, archiving or deletion, or after it, never a mix. Reads
+of active messages take no lock.
 
 **Messages.** A ``ChatMessage`` is stored as a convodb message that convodb's formats can send
 to a model: roles ``developer``, ``function``, ``chatbot`` and ``model`` are stored as
@@ -58,7 +68,11 @@ that round trip before it is stored; one that would not is kept whole in the met
   whose bytes are not the media type it claims, metadata over ``Limits.max_metadata_bytes``
   (blocks without a convodb part are kept there, so a large one of those does not fit).
   Negative ``limit``, ``offset`` or ``n`` are rejected too, where SQLite's ``LIMIT -1``
-  would mean "all".
+  would mean "all", and so are ``additional_kwargs`` pydantic cannot serialize (naming the
+  message) and a key convodb cannot keep in metadata (NUL, lone surrogates, too long: naming
+  ``key``, for reads as well as writes).
+- A message whose metadata under ``"llama_index"`` was not written by this store (e.g. set
+  through convodb's API) is read as any message written through convodb's API.
 - A key whose messages were all deleted keeps its two (empty) conversations; ``get_keys``
   leaves it out, as ``SQLAlchemyChatStore`` does.
 """

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from llama_index.core.base.llms.types import ChatMessage
 
@@ -31,8 +32,10 @@ from ..._parts import AUDIO_FORMATS, FILE_MEDIA_TYPES, IMAGE_MEDIA_TYPES
 __all__ = [
     "METADATA_KEY",
     "archived",
-    "archived_position",
+    "archived_positions",
     "encode_all",
+    "renamed",
+    "shifted",
     "stamped",
     "to_chat_message",
 ]
@@ -84,7 +87,10 @@ def _encode(field: str, message: object) -> NewMessage:
     """The convodb message that stands for ``message``, checked to decode back to it."""
     if not isinstance(message, ChatMessage):
         raise ValidationError(field, f"must be a ChatMessage, not {type(message).__name__}")
-    data = message.model_dump(mode="json")
+    try:
+        data = message.model_dump(mode="json")
+    except (ValueError, TypeError) as exc:  # PydanticSerializationError is a ValueError
+        raise ValidationError(field, f"is not serializable as JSON: {exc}") from None
     original_role: str = data["role"]
     kwargs: dict[str, Any] = dict(data["additional_kwargs"])
     role = _ROLE_OF[original_role]
@@ -269,10 +275,32 @@ def _call_from_openai(entry: object, calls: list[ToolCall]) -> dict[str, Any]:
     return {"item": entry}
 
 
+def renamed(error: ValidationError, field: str) -> ValidationError:
+    """The same error (same type, message and limit) about another field."""
+    text = str(error)
+    prefix = f"{error.field}: "
+    return type(error)(
+        field, text[len(prefix) :] if text.startswith(prefix) else text, limit=error.limit
+    )
+
+
+_INDEX = re.compile(r"^messages\[(\d+)\]")
+
+
+def shifted(error: ValidationError, offset: int) -> ValidationError:
+    """The service's error about a chunk of a batch that starts at ``offset``, naming the
+    message by its index in the whole batch."""
+    found = _INDEX.match(error.field)
+    if found is None or not offset:
+        return error
+    index = int(found.group(1)) + offset
+    return renamed(error, f"messages[{index}]{error.field[found.end() :]}")
+
+
 def archived(message: StoredMessage) -> NewMessage:
     """An active message as it is appended to the archived conversation, keeping its place."""
     meta = message.metadata.get(METADATA_KEY)
-    if isinstance(meta, dict):
+    if isinstance(meta, dict) and _from_meta(message, meta) is not None:
         metadata = {**message.metadata, METADATA_KEY: {**meta, "at": message.seq}}
         return NewMessage(
             role=message.role,
@@ -286,16 +314,36 @@ def archived(message: StoredMessage) -> NewMessage:
     return _with_meta(_encode("message", to_chat_message(message)), at=message.seq)
 
 
-def archived_position(message: StoredMessage) -> tuple[int, int, int]:
-    """Where an archived message sorts among the active ones (whose position is
-    ``(seq, 0, 0)``): at its active seq, or after the active message it followed."""
-    meta = message.metadata.get(METADATA_KEY)
-    meta = meta if isinstance(meta, dict) else {}
-    at = meta.get("at")
-    if isinstance(at, int):
-        return at, 0, 0
-    after = meta.get("after")
-    return after if isinstance(after, int) else 0, 1, message.seq
+def archived_positions(
+    messages: Sequence[StoredMessage],
+) -> list[tuple[tuple[int, int, int], StoredMessage]]:
+    """Where each archived message (given in ``seq`` order) sorts among the active ones,
+    whose position is ``(seq, 0, 0)``: at its active seq (``"at"``, moved there), or after
+    the active message it followed (``"after"``, added as archived). A message appended
+    through convodb's own API has neither: it sorts right after the archived one before it.
+
+    Moved messages are appended in the order of their ``"at"`` (the oldest active ones are
+    moved, under the active conversation's lock), so without messages added as archived,
+    ``seq`` order is this order.
+    """
+    positioned: list[tuple[tuple[int, int, int], StoredMessage]] = []
+    base = (0, 0)
+    for message in messages:
+        meta = message.metadata.get(METADATA_KEY)
+        meta = meta if isinstance(meta, dict) else {}
+        at, after = meta.get("at"), meta.get("after")
+        if _integer(at):
+            base, position = (at, 0), (at, 0, 0)
+        elif _integer(after):
+            base, position = (after, 1), (after, 1, message.seq)
+        else:
+            position = (*base, message.seq)
+        positioned.append((position, message))
+    return positioned
+
+
+def _integer(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # -- convodb message -> ChatMessage ------------------------------------------------------
@@ -303,19 +351,28 @@ def archived_position(message: StoredMessage) -> tuple[int, int, int]:
 
 def to_chat_message(message: StoredMessage) -> ChatMessage:
     meta = message.metadata.get(METADATA_KEY)
-    if not isinstance(meta, dict):
-        return _foreign(message)
-    if "message" in meta:
-        return ChatMessage.model_validate(meta["message"])
-    data = _decoded(
-        message.role,
-        message.content,
-        message.tool_calls or (),
-        message.tool_call_id,
-        message.tool_name,
-        meta,
-    )
-    return ChatMessage.model_validate(data)
+    decoded = _from_meta(message, meta) if isinstance(meta, dict) else None
+    return decoded if decoded is not None else _foreign(message)
+
+
+def _from_meta(message: StoredMessage, meta: Mapping[str, Any]) -> ChatMessage | None:
+    """The ChatMessage the store's metadata describes; ``None`` when it is not metadata this
+    store wrote (e.g. written under its key through convodb's own API, or malformed): the
+    message is then read as one written through convodb's API."""
+    try:
+        if "message" in meta:
+            return ChatMessage.model_validate(meta["message"])
+        data = _decoded(
+            message.role,
+            message.content,
+            message.tool_calls or (),
+            message.tool_call_id,
+            message.tool_name,
+            meta,
+        )
+        return ChatMessage.model_validate(data)
+    except (LookupError, TypeError, ValueError, AttributeError):  # pydantic's: ValueError
+        return None
 
 
 def _decoded(

@@ -19,13 +19,15 @@ from ... import (
     StoredMessage,
     ValidationError,
 )
-from ..._validation import check_user_id
+from ..._validation import check_metadata, check_user_id
 from .._ids import conversation_id_for
 from ._mapping import (
     METADATA_KEY,
     archived,
-    archived_position,
+    archived_positions,
     encode_all,
+    renamed,
+    shifted,
     stamped,
     to_chat_message,
 )
@@ -39,6 +41,7 @@ _PAGE = _LIMITS.max_page_size
 _BATCH = _LIMITS.max_batch_messages
 
 _STATUSES = (MessageStatus.ACTIVE, MessageStatus.ARCHIVED)
+_ARCHIVED = (MessageStatus.ARCHIVED,)
 
 
 class ConvodbChatStore(AsyncDBChatStore):
@@ -103,13 +106,20 @@ class ConvodbChatStore(AsyncDBChatStore):
         size = _check_count("limit", limit)
         if size == 0:
             return []
-        async with self._database.session() as session:
-            service = ConversationService(session)
-            if chosen is MessageStatus.ACTIVE:
-                stored = await self._active_slice(service, key, start, size)
-            else:
-                stored = await self._ordered(service, key, both=chosen is None)
-                stored = stored[start : None if size is None else start + size]
+        end = None if size is None else start + size
+        if chosen is MessageStatus.ACTIVE:  # one conversation: no lock
+            async with self._database.session() as session:
+                service = ConversationService(session)
+                stored = await self._active_slice(service, key, start, end)
+            return [to_chat_message(m) for m in stored]
+        # Archived messages (and both): under the active conversation's lock, which every
+        # write that changes the archived one takes first, so what is read is one state.
+        async with self._database.session() as session, session.begin():
+            service = ConversationService(session, commit=False)
+            held = await self._locked(service, key)
+            if held is None:
+                return []
+            stored = await self._page(service, key, held, start, end, chosen)
         return [to_chat_message(m) for m in stored]
 
     async def count_messages(
@@ -118,13 +128,13 @@ class ConvodbChatStore(AsyncDBChatStore):
         """How many messages of that status (``None``: both) the key holds."""
         key = _check_key(key)
         chosen = _check_optional_status(status)
-        async with self._database.session() as session:
-            service = ConversationService(session)
-            total = 0
-            for each in self._statuses(chosen):
-                conversation = await self._conversation(service, key, each)
-                total += conversation.message_count if conversation is not None else 0
-        return total
+        if chosen is not None:
+            async with self._database.session() as session:
+                conversation = await self._conversation(ConversationService(session), key, chosen)
+            return conversation.message_count if conversation is not None else 0
+        async with self._database.session() as session, session.begin():
+            held = await self._locked(ConversationService(session, commit=False), key)
+        return 0 if held is None else sum(c.message_count for c in held if c is not None)
 
     async def get_keys(self) -> list[str]:
         """This user's keys that hold messages, most recently changed first."""
@@ -165,10 +175,14 @@ class ConvodbChatStore(AsyncDBChatStore):
         cid = self.conversation_id(key, chosen)
         async with self._database.session() as session:
             if chosen is MessageStatus.ARCHIVED:
-                active = await self._conversation(
-                    ConversationService(session), key, MessageStatus.ACTIVE
-                )
-                batch = stamped(batch, after=active.last_seq if active is not None else 0)
+                async with session.begin():
+                    service = ConversationService(session, commit=False)
+                    active = await self._lock_active(service, key, create=True)
+                    assert active is not None
+                    batch = stamped(batch, after=active.last_seq)
+                    await self._append(service, key, chosen, batch)
+                    await self._mark(service, key, direct=True)
+                return
             if len(batch) > _BATCH:  # more than one append takes: one transaction
                 async with session.begin():
                     service = ConversationService(session, commit=False)
@@ -197,17 +211,15 @@ class ConvodbChatStore(AsyncDBChatStore):
         batch = encode_all(messages)
         async with self._database.session() as session, session.begin():
             service = ConversationService(session, commit=False)
-            for each in _STATUSES:
-                try:
-                    await service.clear_messages(self.conversation_id(key, each), self.user_id)
-                except ConversationNotFoundError:
-                    pass
-            if not batch:
-                return
-            if chosen is MessageStatus.ARCHIVED:
-                active = await self._conversation(service, key, MessageStatus.ACTIVE)
-                batch = stamped(batch, after=active.last_seq if active is not None else 0)
-            await self._append(service, key, chosen, batch)
+            active = await self._lock_active(service, key, create=bool(batch))
+            await self._clear(service, key, _STATUSES if active is not None else _ARCHIVED)
+            direct = bool(batch) and chosen is MessageStatus.ARCHIVED
+            if batch:
+                if direct:
+                    assert active is not None
+                    batch = stamped(batch, after=active.last_seq)
+                await self._append(service, key, chosen, batch)
+            await self._mark(service, key, direct=direct)
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete one message and return it, ``None`` when the key holds no such message.
@@ -223,12 +235,13 @@ class ConvodbChatStore(AsyncDBChatStore):
         if idx == 0:
             return None
         status = MessageStatus.ACTIVE if idx > 0 else MessageStatus.ARCHIVED
-        async with self._database.session() as session:
-            service = ConversationService(session)
+        cid = self.conversation_id(key, status)
+        async with self._database.session() as session, session.begin():
+            service = ConversationService(session, commit=False)
+            if status is MessageStatus.ARCHIVED:  # the active conversation's lock first
+                await self._lock_active(service, key, create=False)
             try:
-                removed = await service.remove_messages(
-                    self.conversation_id(key, status), self.user_id, seqs=[abs(idx)]
-                )
+                removed = await service.remove_messages(cid, self.user_id, seqs=[abs(idx)])
             except ConversationNotFoundError:
                 return None
         return to_chat_message(removed[0]) if removed else None
@@ -239,11 +252,10 @@ class ConvodbChatStore(AsyncDBChatStore):
         chosen = _check_optional_status(status)
         async with self._database.session() as session, session.begin():
             service = ConversationService(session, commit=False)
-            for each in self._statuses(chosen):
-                try:
-                    await service.clear_messages(self.conversation_id(key, each), self.user_id)
-                except ConversationNotFoundError:
-                    pass
+            await self._lock_active(service, key, create=False)
+            await self._clear(service, key, self._statuses(chosen))
+            if chosen is not MessageStatus.ACTIVE:
+                await self._mark(service, key, direct=False)
 
     async def delete_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
         """Delete the oldest ``n`` active messages and return them, oldest first."""
@@ -295,10 +307,71 @@ class ConvodbChatStore(AsyncDBChatStore):
             return None
 
     async def _create(self, service: ConversationService, key: str, status: MessageStatus) -> None:
+        marker: dict[str, object] = {"key": key, "status": status.value}
+        if status is MessageStatus.ARCHIVED:
+            marker["direct"] = False
         await service.get_or_create_conversation(
-            self.conversation_id(key, status),
-            self.user_id,
-            metadata={METADATA_KEY: {"key": key, "status": status.value}},
+            self.conversation_id(key, status), self.user_id, metadata={METADATA_KEY: marker}
+        )
+
+    async def _lock_active(
+        self, service: ConversationService, key: str, *, create: bool
+    ) -> StoredConversation | None:
+        """Lock the key's active conversation (creating it first with ``create``) in the
+        caller's transaction, and return it; ``None`` when it does not exist.
+
+        Every write that changes the archived conversation (or both) takes this lock first,
+        and reads of archived messages take it too: they then read one state of both, and
+        writers that change both never lock them in opposite orders.
+        """
+        cid = self.conversation_id(key)
+        try:
+            return await service.lock_conversation(cid, self.user_id)
+        except ConversationNotFoundError:
+            if not create:
+                return None
+        await self._create(service, key, MessageStatus.ACTIVE)
+        return await service.lock_conversation(cid, self.user_id)
+
+    async def _locked(
+        self, service: ConversationService, key: str
+    ) -> tuple[StoredConversation, StoredConversation | None] | None:
+        """The key's active conversation, locked, and its archived one as it is under that
+        lock; ``None`` when the key has neither."""
+        active = await self._lock_active(service, key, create=False)
+        archived_conversation = await self._conversation(service, key, MessageStatus.ARCHIVED)
+        if active is None:
+            if archived_conversation is None:
+                return None
+            # Archived messages without an active conversation (it was deleted through
+            # convodb's API): give them one to lock, then read them under its lock.
+            active = await self._lock_active(service, key, create=True)
+            archived_conversation = await self._conversation(service, key, MessageStatus.ARCHIVED)
+        assert active is not None
+        return active, archived_conversation
+
+    async def _clear(
+        self, service: ConversationService, key: str, statuses: Sequence[MessageStatus]
+    ) -> None:
+        for each in statuses:
+            try:
+                await service.clear_messages(self.conversation_id(key, each), self.user_id)
+            except ConversationNotFoundError:
+                pass
+
+    async def _mark(self, service: ConversationService, key: str, *, direct: bool) -> None:
+        """Record in the archived conversation's metadata whether it holds messages added as
+        archived directly (then ``seq`` order may not be their order; see ``_page``)."""
+        conversation = await self._conversation(service, key, MessageStatus.ARCHIVED)
+        if conversation is None:
+            return
+        marker = conversation.metadata.get(METADATA_KEY)
+        marker = dict(marker) if isinstance(marker, dict) else {}
+        if marker.get("direct") is direct:
+            return
+        marker.update(key=key, status=MessageStatus.ARCHIVED.value, direct=direct)
+        await service.update_conversation(
+            conversation.id, self.user_id, metadata={**conversation.metadata, METADATA_KEY: marker}
         )
 
     async def _append(
@@ -314,10 +387,13 @@ class ConvodbChatStore(AsyncDBChatStore):
         for i in range(0, len(batch), _BATCH):
             chunk = batch[i : i + _BATCH]
             try:
-                await service.save_conversation_messages(cid, self.user_id, chunk)
-            except ConversationNotFoundError:
-                await self._create(service, key, status)
-                await service.save_conversation_messages(cid, self.user_id, chunk)
+                try:
+                    await service.save_conversation_messages(cid, self.user_id, chunk)
+                except ConversationNotFoundError:
+                    await self._create(service, key, status)
+                    await service.save_conversation_messages(cid, self.user_id, chunk)
+            except ValidationError as exc:  # it names the message by its index in the chunk
+                raise shifted(exc, i) from None
 
     async def _remove_oldest(
         self, service: ConversationService, key: str, count: int
@@ -337,18 +413,56 @@ class ConvodbChatStore(AsyncDBChatStore):
         return removed
 
     async def _active_slice(
-        self, service: ConversationService, key: str, start: int, size: int | None
+        self, service: ConversationService, key: str, start: int, end: int | None
     ) -> list[StoredMessage]:
-        """Active messages ``start`` to ``start + size`` in seq order, read from whichever end
-        of the conversation is nearer (the latest page is a read of the newest messages)."""
+        """Active messages ``start`` to ``end`` (``None``: the last) in seq order."""
         cid = self.conversation_id(key, MessageStatus.ACTIVE)
         if start == 0:
-            return await self._read(service, cid, "asc", skip=0, take=size)
+            return await self._read(service, cid, "asc", skip=0, take=end)
         conversation = await self._conversation(service, key, MessageStatus.ACTIVE)
         if conversation is None:
             return []
-        total = conversation.message_count
-        end = total if size is None else min(total, start + size)
+        return await self._slice(service, cid, conversation.message_count, start, end)
+
+    async def _page(
+        self,
+        service: ConversationService,
+        key: str,
+        held: tuple[StoredConversation, StoredConversation | None],
+        start: int,
+        end: int | None,
+        status: MessageStatus | None,
+    ) -> list[StoredMessage]:
+        """Archived messages (``status`` ``None``: and active ones) ``start`` to ``end`` in
+        the order they were added, read under the active conversation's lock.
+
+        Moved messages are appended to the archived conversation in the order they were
+        added, and before every message still active (the oldest are moved). So unless the
+        archived conversation holds messages added as archived directly (which belong
+        among the others by their ``"after"``), the order is the archived conversation's
+        ``seq`` order followed by the active one's, and a page is read as one: its cost
+        grows with ``start`` and the page's size, not with the history.
+        """
+        active, archived_conversation = held
+        if archived_conversation is not None and not _in_seq_order(archived_conversation):
+            return (await self._ordered(service, key, both=status is None))[start:end]
+        total = archived_conversation.message_count if archived_conversation is not None else 0
+        acid = self.conversation_id(key, MessageStatus.ARCHIVED)
+        found = await self._slice(service, acid, total, start, end)
+        if status is None and (end is None or end > total):
+            rest = None if end is None else end - total
+            found += await self._slice(
+                service, active.id, active.message_count, max(0, start - total), rest
+            )
+        return found
+
+    async def _slice(
+        self, service: ConversationService, cid: str, total: int, start: int, end: int | None
+    ) -> list[StoredMessage]:
+        """Messages ``start`` to ``end`` of a conversation of ``total`` messages in seq order,
+        read from whichever end of the conversation is nearer (the latest page is a read of
+        the newest messages)."""
+        end = total if end is None else min(total, end)
         if start >= end:
             return []
         if start <= total - end:
@@ -397,32 +511,39 @@ class ConvodbChatStore(AsyncDBChatStore):
         self, service: ConversationService, key: str, *, both: bool
     ) -> list[StoredMessage]:
         """Every archived message (and with ``both``, every active one too), in the order
-        they were added."""
-        active: list[StoredMessage] = []
-        if both:  # active first: a message archived meanwhile is then read twice, not missed
+        they were added (see ``archived_positions``)."""
+        found = await self._read(
+            service, self.conversation_id(key, MessageStatus.ARCHIVED), "asc", skip=0, take=None
+        )
+        ordered = archived_positions(found)
+        if both:
             active = await self._read(
                 service, self.conversation_id(key, MessageStatus.ACTIVE), "asc", skip=0, take=None
             )
-        archived = await self._read(
-            service, self.conversation_id(key, MessageStatus.ARCHIVED), "asc", skip=0, take=None
-        )
-        seqs = {m.seq for m in active}
-        ordered = [((m.seq, 0, 0), m) for m in active]
-        for m in archived:
-            position = archived_position(m)
-            if position[1] == 0 and position[0] in seqs:
-                continue  # the copy of an active message read above
-            ordered.append((position, m))
+            ordered += [((m.seq, 0, 0), m) for m in active]
         ordered.sort(key=lambda pair: pair[0])
         return [m for _, m in ordered]
+
+
+def _in_seq_order(conversation: StoredConversation) -> bool:
+    """Whether an archived conversation's ``seq`` order is its messages' order: it was
+    created by this store and holds no messages added as archived directly."""
+    marker = conversation.metadata.get(METADATA_KEY)
+    return isinstance(marker, dict) and marker.get("direct") is False
 
 
 # -- arguments ---------------------------------------------------------------------------
 
 
 def _check_key(key: object) -> str:
+    """A key convodb can store in a conversation's metadata (as ``_create`` does)."""
     if not isinstance(key, str):
         raise ValidationError("key", f"must be a string, not {type(key).__name__}")
+    marker = {"key": key, "status": MessageStatus.ARCHIVED.value, "direct": False}
+    try:
+        check_metadata("key", {METADATA_KEY: marker}, _LIMITS)
+    except ValidationError as exc:
+        raise renamed(exc, "key") from None
     return key
 
 
