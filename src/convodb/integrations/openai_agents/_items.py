@@ -24,8 +24,13 @@ stays so).
 
 Each message's metadata holds, under ``"openai_agents"``, one small entry per item in order:
 which parts or tool call realise it, and a patch (see ``_patch``) from the canonical item
-those give to the item itself. An item whose patch would be large is stored verbatim instead,
-so the metadata stays far below its limit and large values live in the parts.
+those give to the item itself, kept as JSON text so that its numbers come back exactly on
+every database. An item whose patch would be large is stored verbatim instead, so the
+metadata stays far below its limit and large values live in the parts.
+
+Storing is linear in the items: each message is validated as the service will validate it,
+once; the items of a message convodb refuses are stored verbatim, and only the messages that
+changed are validated again.
 """
 
 from __future__ import annotations
@@ -119,23 +124,61 @@ def to_messages(
         raise ValidationError("items", f"must be a list of items, not {type(items).__name__}")
     prepared = [_normalised(i, item) for i, item in enumerate(items)]
     verbatim: set[int] = set()
+    drafts = _drafts(prepared, verbatim, limits)
     if not checked:
-        return [d.message() for d in _drafts(prepared, verbatim, limits)]
+        return [d.message() for d in drafts]
+    # Each draft is validated once; the items of those that fail are stored verbatim, and the
+    # drafts are made again. A draft that passed is not validated again (its key names its
+    # items, their forms and its tool name, which make its message), so a second pass checks
+    # only the messages the verbatim items changed: linear in the items, not quadratic.
+    passed: set[tuple[Any, ...]] = set()
     while True:
-        drafts = _drafts(prepared, verbatim, limits)
-        invalid = _first_invalid(drafts, limits)
-        if invalid is None:
-            return [d.message() for d in drafts]
-        draft, error = invalid
-        culprits = {
-            i
-            for i in draft.items
-            if i not in verbatim
-            and _first_invalid(_drafts([prepared[i]], set(), limits), limits) is not None
-        }
+        messages: list[dict[str, Any]] = []
+        culprits: set[int] = set()
+        for draft in drafts:
+            message = draft.message()
+            key = (tuple(draft.items), tuple(i in verbatim for i in draft.items), draft.tool_name)
+            if key not in passed:
+                try:
+                    check_message("message", message, limits)
+                except ValidationError as error:
+                    culprits |= _culprits(draft, error, prepared, verbatim, limits)
+                    continue
+                passed.add(key)
+            messages.append(message)
         if not culprits:
-            raise _about_items(draft.items, error)
-        verbatim |= culprits
+            return messages
+        verbatim |= culprits  # new items each time: the loop ends
+        drafts = _drafts(prepared, verbatim, limits)
+
+
+def _culprits(
+    draft: _Draft,
+    error: ValidationError,
+    prepared: Sequence[tuple[int, dict[str, Any], int]],
+    verbatim: set[int],
+    limits: Limits,
+) -> set[int]:
+    """The items of a draft convodb refused that must be stored verbatim (not yet so).
+
+    Raises:
+        ValidationError: an item is refused even verbatim, or each item is taken alone.
+    """
+    if len(draft.items) == 1:
+        (index,) = draft.items
+        if index in verbatim:
+            raise _about_items([index], error)
+        return {index}
+    culprits: set[int] = set()
+    for index in draft.items:
+        alone = _first_invalid(_drafts([prepared[index]], verbatim & {index}, limits), limits)
+        if alone is not None:
+            if index in verbatim:
+                raise _about_items([index], alone[1])
+            culprits.add(index)
+    if not culprits:
+        raise _about_items(draft.items, error)
+    return culprits
 
 
 def _normalised(index: int, item: Any) -> tuple[int, dict[str, Any], int]:
@@ -181,10 +224,11 @@ def _drafts(
     for index, item, size in prepared:
         piece = None if index in verbatim else _piece(index, item, names)
         if piece is not None:
-            patch = diff(realize(piece.entry, _view(piece)), item)
+            patch = _encoded(diff(realize(piece.entry, _view(piece)), item))
             if patch is not None:
                 piece.entry["d"] = patch
-                if len(json.dumps(patch)) > patch_budget:
+                # A NUL would hide escaped in the patch: stored verbatim, convodb refuses it.
+                if len(patch.encode()) > patch_budget or "\\u0000" in patch:
                     piece = None
         if piece is None:
             piece = _verbatim(index, item)
@@ -236,6 +280,14 @@ def _starts_new(
         or run.metadata_size + entry_size > metadata_budget
         or run.size + piece.size > limits.max_message_bytes
     )
+
+
+def _encoded(patch: dict[str, Any] | None) -> str | None:
+    """The patch as JSON text: kept a string in the metadata, so that no database parses its
+    numbers (PostgreSQL's JSONB gives ``1e16`` back as an integer, ``-0.0`` as ``0``)."""
+    if patch is None:
+        return None
+    return json.dumps(patch, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _verbatim(index: int, item: dict[str, Any]) -> _Piece:

@@ -6,16 +6,21 @@ reads as convodb's OpenAI Responses format would replay it: text parts as an out
 reasoning and OpenAI provider items as themselves, tool calls as ``function_call`` items, a
 tool message as a ``function_call_output``. Parts the SDK has no item for (Anthropic
 thinking, media in an assistant message) have entries that are no items.
+
+The metadata may have been written by anyone who can write the message (convodb's service or
+HTTP API): a message whose entries are malformed in any way (an unknown kind, a part of
+another type, a patch that is not one) reads as if it had none, never raises.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from ..._parts import part_to_dict
 from ..._records import StoredMessage
-from ._patch import apply
+from ._patch import PatchError, apply
 
 __all__ = ["KEY", "VERSION", "Layout", "View", "layout", "realize"]
 
@@ -44,26 +49,18 @@ class Layout:
     parts: list[dict[str, Any]]
     spans: list[tuple[int, int, int | None]]
     """Per entry: its parts ``parts[start:end]`` and its call's index (or ``None``)."""
+    items: list[dict[str, Any] | None]
+    """Per entry: its SDK item; ``None`` for an entry that is none (in messages convodb wrote,
+    parts the SDK has no item for, e.g. Anthropic thinking)."""
 
     @property
     def held(self) -> list[int]:
-        """The indexes of the entries that are SDK items (in messages convodb wrote, parts
-        the SDK has no item for, e.g. Anthropic thinking, have entries that are not)."""
-        return [i for i, entry in enumerate(self.entries) if entry["t"] != "x"]
+        """The indexes of the entries that are SDK items."""
+        return [i for i, item in enumerate(self.items) if item is not None]
 
     def item(self, i: int) -> dict[str, Any]:
-        entry, message = self.entries[i], self.message
-        start, end, call = self.spans[i]
-        calls = message.tool_calls or ()
-        text = message.content if isinstance(message.content, str) else None
-        view = View(
-            message.role,
-            text if entry["t"] in ("m", "o") else None,
-            self.parts[start:end],
-            calls[call].to_dict() if call is not None else None,
-            message.tool_call_id,
-        )
-        item: dict[str, Any] = apply(realize(entry, view), entry.get("d"))
+        item = self.items[i]
+        assert item is not None  # i is one of held
         return item
 
     def without(self, i: int) -> dict[str, Any] | None:
@@ -87,53 +84,130 @@ class Layout:
 
 def layout(message: StoredMessage) -> Layout:
     """The message's items: as the adapter stored them, or, for a message stored otherwise
-    (or whose entries no longer match it), as convodb's Responses format would replay it."""
+    (or whose entries do not match it, or are malformed), as convodb's Responses format would
+    replay it."""
     content = message.content
     parts = [part_to_dict(p) for p in content] if isinstance(content, tuple) else []
-    calls = len(message.tool_calls or ())
+    calls = [c.to_dict() for c in message.tool_calls or ()]
     stored = message.metadata.get(KEY)
-    entries = stored.get("items") if isinstance(stored, dict) else None
-    if isinstance(entries, list):
-        spans = _spans(entries, message, len(parts), calls)
-        if spans is not None:
-            return Layout(message, entries, parts, spans)
-    entries = _default_entries(message.role, parts, calls)
+    if (
+        isinstance(stored, dict)
+        and stored.get("v") == VERSION
+        and not (message.role == "assistant" and isinstance(content, str) and content)
+    ):
+        shape = _shape(message, stored.get("items"), parts, calls)
+        if shape is not None:
+            return shape
+    entries = _default_entries(message.role, parts, len(calls))
     if message.role == "assistant" and isinstance(content, str) and content:
         parts = [_text(content)]
         entries.insert(0, {"t": "a", "n": 1, "s": 1})
-    spans = _spans(entries, message, len(parts), calls)
-    assert spans is not None  # the default entries match the message by construction
-    return Layout(message, entries, parts, spans)
+    shape = _shape(message, entries, parts, calls)
+    assert shape is not None  # the default entries match the message by construction
+    return shape
+
+
+def _shape(
+    message: StoredMessage, entries: Any, parts: list[dict[str, Any]], calls: list[dict[str, str]]
+) -> Layout | None:
+    """The layout the entries give; ``None`` unless they are well formed and use exactly the
+    message's parts and calls."""
+    spans = _spans(entries, message.role, parts, len(calls)) if isinstance(entries, list) else None
+    if spans is None:
+        return None
+    text = message.content if isinstance(message.content, str) else None
+    items: list[dict[str, Any] | None] = []
+    for entry, (start, end, call) in zip(entries, spans, strict=True):
+        kind = entry["t"]
+        if kind == "x":
+            items.append(None)
+            continue
+        view = View(
+            message.role,
+            text if kind in ("m", "o") else None,
+            parts[start:end],
+            calls[call] if call is not None else None,
+            message.tool_call_id,
+        )
+        try:
+            item = apply(realize(entry, view), _patch(entry))
+        except ValueError:  # PatchError, or "d" is no JSON
+            return None
+        if not isinstance(item, dict):
+            return None
+        items.append(item)
+    return Layout(message, entries, parts, spans, items)
+
+
+def _patch(entry: dict[str, Any]) -> Any:
+    """The entry's patch: JSON text (or, as first stored, an object), ``None`` for none."""
+    patch = entry.get("d")
+    if not isinstance(patch, str):
+        return patch
+    try:
+        return json.loads(patch, parse_constant=_no_constant)
+    except RecursionError:
+        raise PatchError("nested too deep") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise PatchError(f"{name} is no JSON value")
+
+
+_ONE_PART = {"r": "reasoning", "p": "provider_item", "x": None}
+"""The entries of one part, and that part's type (``None``: any)."""
 
 
 def _spans(
-    entries: list[Any], message: StoredMessage, parts: int, calls: int
+    entries: list[Any], role: str, parts: list[dict[str, Any]], calls: int
 ) -> list[tuple[int, int, int | None]] | None:
-    """Each entry's parts and call; ``None`` unless the entries use exactly the message."""
+    """Each entry's parts and call; ``None`` unless the entries are well formed, each uses
+    parts of the types it reads, and together they use exactly the message."""
     spans: list[tuple[int, int, int | None]] = []
     at, call = 0, 0
-    whole = message.role != "assistant"
+    whole = role != "assistant"
     for entry in entries:
         kind = entry.get("t") if isinstance(entry, dict) else None
         if kind in ("m", "o"):
-            if not whole or len(entries) != 1 or (kind == "o") != (message.role == "tool"):
+            if not whole or len(entries) != 1 or (kind == "o") != (role == "tool"):
                 return None
-            spans.append((0, parts, None))
-            at = parts
+            if "role" in entry and not (entry["role"] == "developer" and role == "system"):
+                return None
+            spans.append((0, len(parts), None))
+            at = len(parts)
         elif whole:
             return None
         elif kind == "c":
+            if call >= calls:
+                return None
             spans.append((at, at, call))
             call += 1
-        elif kind in ("a", "r", "p", "x"):
-            n = entry.get("n", 1) if kind == "a" else 1
-            if not isinstance(n, int) or n < 0:
+        elif kind == "a":
+            n = entry.get("n", 1)
+            if type(n) is not int or n < 1 or at + n > len(parts):
+                return None
+            if (entry.get("s") and n != 1) or not isinstance(entry.get("rf", []), list):
+                return None
+            if any(part["type"] != "text" for part in parts[at : at + n]):
                 return None
             spans.append((at, at + n, None))
             at += n
+        elif isinstance(kind, str) and kind in _ONE_PART:
+            if at >= len(parts) or not _is(parts[at], _ONE_PART[kind]):
+                return None
+            spans.append((at, at + 1, None))
+            at += 1
         else:
             return None
-    return spans if at == parts and call == calls and entries else None
+    return spans if at == len(parts) and call == calls and entries else None
+
+
+def _is(part: dict[str, Any], kind: str | None) -> bool:
+    if kind is None:
+        return True
+    if kind == "provider_item":
+        return bool(part["type"] == kind and part["provider"] == "openai")
+    return bool(part["type"] == kind)
 
 
 def _default_entries(role: str, parts: list[dict[str, Any]], calls: int) -> list[dict[str, Any]]:

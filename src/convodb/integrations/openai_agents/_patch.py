@@ -15,16 +15,22 @@ A patch is ``None`` (no difference) or one object:
   by the canonical string's last ``k`` characters (a ``data:`` URL whose media type was
   written in capitals, say).
 
-Values compare as JSON does: ``1``, ``1.0`` and ``true`` differ.
+Values compare as JSON does: ``1``, ``1.0`` and ``true`` differ. :func:`apply` checks the
+patch as it goes (the metadata it comes from may have been written by anyone who can write
+the message), and raises :class:`PatchError` rather than a ``KeyError`` or ``TypeError``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["apply", "diff"]
+__all__ = ["PatchError", "apply", "diff"]
 
 _LONG = 64  # strings shorter than this are replaced whole
+
+
+class PatchError(ValueError):
+    """A patch that is not one, or not of the value it is applied to."""
 
 
 def same(a: Any, b: Any) -> bool:
@@ -66,26 +72,53 @@ def diff(base: Any, target: Any) -> dict[str, Any] | None:
     return {"=": target}
 
 
-def apply(base: Any, patch: dict[str, Any] | None) -> Any:
-    """``base`` with ``patch`` applied (new containers where it changes; ``base`` is kept)."""
+def apply(base: Any, patch: Any) -> Any:
+    """``base`` with ``patch`` applied (new containers where it changes; ``base`` is kept).
+
+    Raises:
+        PatchError: ``patch`` is no patch of ``base`` (metadata written by someone else).
+    """
     if patch is None:
         return base
-    if "=" in patch:
+    if not isinstance(patch, dict):
+        raise PatchError("a patch is an object")
+    keys = patch.keys()
+    if keys == {"="}:
         return patch["="]
-    if "{" in patch:
-        missing = set(patch.get("-", ()))
-        out = {key: value for key, value in base.items() if key not in missing}
-        for key, change in patch["{"].items():
-            out[key] = apply(base[key], change) if key in base else change["="]
+    if "{" in patch and keys <= {"{", "-"}:
+        edits, missing = patch["{"], patch.get("-", [])
+        if not (isinstance(base, dict) and isinstance(edits, dict) and isinstance(missing, list)):
+            raise PatchError("an object's patch")
+        if not all(isinstance(key, str) for key in missing):
+            raise PatchError("missing keys are strings")
+        gone = set(missing)
+        out = {key: value for key, value in base.items() if key not in gone}
+        for key, change in edits.items():
+            if key in base:
+                out[key] = apply(base[key], change)
+            elif isinstance(change, dict) and change.keys() == {"="}:
+                out[key] = change["="]
+            else:
+                raise PatchError("an added key's patch is its value")
         return out
-    if "[" in patch:
+    if keys == {"["}:
+        changes = patch["["]
+        if not (isinstance(base, list) and isinstance(changes, dict)):
+            raise PatchError("a list's patch")
         items = list(base)
-        for index, change in patch["["].items():
+        for index, change in changes.items():
+            if not (index.isascii() and index.isdigit() and int(index) < len(items)):
+                raise PatchError("a list's patch changes its elements")
             items[int(index)] = apply(items[int(index)], change)
         return items
-    head: str = patch["~"]
-    k: int = patch["n"]
-    return head + base[len(base) - k :]
+    if keys == {"~", "n"}:
+        head, k = patch["~"], patch["n"]
+        if not (isinstance(base, str) and isinstance(head, str) and type(k) is int):
+            raise PatchError("a string's patch")
+        if not 0 <= k <= len(base):
+            raise PatchError("a string's patch keeps at most its length")
+        return head + base[len(base) - k :]
+    raise PatchError("unknown patch")
 
 
 def _common_suffix(a: str, b: str) -> int:

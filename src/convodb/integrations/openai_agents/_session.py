@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..._db import Database
 from ..._records import StoredMessage
 from ..._service import ConversationService
-from ..._validation import Limits, check_text, check_user_id
+from ..._validation import Limits, check_metadata, check_text, check_user_id
 from ...errors import ConversationNotFoundError, ValidationError
 from .._ids import conversation_id_for
 from ._items import to_messages
@@ -40,7 +40,13 @@ class ConvodbSession:
 
     The session is the user's conversation ``session_id``: two users' sessions of the same id
     are two conversations, and one never reads the other's. Every item the SDK adds comes
-    back from :meth:`get_items` and :meth:`pop_item` exactly as it was added (equal JSON).
+    back from :meth:`get_items` and :meth:`pop_item` exactly as it was added (equal JSON),
+    with one exception on PostgreSQL, whose JSONB normalises numbers: an item convodb keeps
+    only verbatim (an OpenAI ``provider_item`` part: hosted tool calls, MCP, items convodb has
+    no neutral form for) comes back with its numbers as JSONB gives them: a whole number
+    written as a float (``1e16``) as an integer (``10000000000000000``), ``-0.0`` as ``0.0``.
+    SQLite and MariaDB keep them as written, and numbers anywhere else in an item come back
+    exactly on every database.
     The conversation is created by the first :meth:`add_items` that has items; reading,
     popping or clearing a session that has none creates nothing.
 
@@ -58,7 +64,9 @@ class ConvodbSession:
             service's defaults otherwise.
 
     Raises:
-        ValidationError: ``session_id`` or ``user_id`` is not a string convodb stores.
+        ValidationError: ``session_id`` or ``user_id`` is not a string convodb stores (a
+            ``LimitExceededError`` for a ``session_id`` too long for the conversation's
+            metadata, which holds it: ``limits.max_metadata_bytes``, 64 KiB by default).
     """
 
     session_settings: SessionSettings | None
@@ -72,7 +80,8 @@ class ConvodbSession:
         session_settings: SessionSettings | dict[str, Any] | None = None,
         limits: Limits | None = None,
     ) -> None:
-        self.session_id = check_text("session_id", session_id)
+        self._limits = limits or Limits()
+        self.session_id = _check_session_id(session_id, self._limits)
         self.user_id = check_user_id(user_id)
         self.conversation_id = conversation_id_for(_NAMESPACE, self.user_id, self.session_id)
         """The convodb conversation that holds the session's items."""
@@ -82,7 +91,6 @@ class ConvodbSession:
             else SessionSettings()
         )
         self._database = database
-        self._limits = limits or Limits()
 
     def _service(self, session: AsyncSession, *, commit: bool = True) -> ConversationService:
         return ConversationService(session, limits=self._limits, commit=commit)
@@ -94,8 +102,15 @@ class ConvodbSession:
         ``SQLiteSession``: ``None`` or a negative number returns every item, ``0`` none. A
         limit counts items, not messages: the newest ``limit`` items may begin inside a
         message and separate a function call from its output.
+
+        Raises:
+            ValidationError: the limit is not an integer (a ``bool`` is none; where
+                ``SQLiteSession`` raises a ``TypeError`` for a string, or reads ``True`` as 1).
         """
         n = resolve_session_limit(limit, self.session_settings)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool)):
+            field = "limit" if limit is not None else "session_settings.limit"
+            raise ValidationError(field, f"must be an integer or None, not {type(n).__name__}")
         if n == 0:
             return []
         async with self._database.session() as session:
@@ -199,7 +214,7 @@ class ConvodbSession:
 
     async def _create(self, service: ConversationService) -> None:
         await service.get_or_create_conversation(
-            self.conversation_id, self.user_id, metadata={KEY: {"session_id": self.session_id}}
+            self.conversation_id, self.user_id, metadata=_metadata(self.session_id)
         )
 
     async def pop_item(self) -> TResponseInputItem | None:
@@ -239,3 +254,20 @@ class ConvodbSession:
                 await self._service(session).clear_messages(self.conversation_id, self.user_id)
             except ConversationNotFoundError:
                 pass
+
+
+def _metadata(session_id: str) -> dict[str, Any]:
+    """The conversation's metadata: the adapter's key holds the session id."""
+    return {KEY: {"session_id": session_id}}
+
+
+def _check_session_id(session_id: object, limits: Limits) -> str:
+    """A session id convodb stores: a string that fits the conversation's metadata."""
+    value = check_text("session_id", session_id)
+    try:
+        check_metadata("metadata", _metadata(value), limits)
+    except ValidationError as exc:
+        reason = str(exc).removeprefix(f"{exc.field}: ")
+        message = f"does not fit the conversation's metadata, which holds it: {reason}"
+        raise type(exc)("session_id", message, limit=exc.limit) from None
+    return value
