@@ -25,20 +25,16 @@ The table shows p50 and p99 per operation and the ratio of convodb's p50 to the 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import platform
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ._data import Target, content_for, fresh_database
+from ._rounds import ms, run_cli
 
 RESULTS = Path(__file__).parent / "results" / "integrations-llama-index.md"
 LIMIT = 50
@@ -146,11 +142,6 @@ async def run_dialect(dialect: str, history: int, rounds: int) -> list[Store]:
         return stores
 
 
-def ms(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 OPERATIONS = (
     ("add_messages (1 turn)", "add"),
     ("latest page (count + get 50)", "latest"),
@@ -178,46 +169,32 @@ def table(results: dict[str, list[Store]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.integrations_llama_index", description=__doc__
+    return run_cli(
+        argv,
+        module="integrations_llama_index",
+        description=__doc__,
+        default_db="sqlite,postgresql",
+        results=RESULTS,
+        run_dialect=run_dialect,
+        table=table,
+        title="LlamaIndex chat stores: ConvodbChatStore vs SQLAlchemyChatStore",
+        loaded=f"{TURN} messages",
+        explanation=(
+            "One round: every store appends one turn (one `add_messages` of a user message, an "
+            "assistant tool call, its result and the answer), then every store reads its latest "
+            "page (`count_messages`, then `get_messages(offset=count - 50, limit=50)`, timed "
+            "together), then every store archives its oldest turn "
+            "(`archive_oldest_messages(n=4)`, which `Memory` calls when its token limit is "
+            "reached). The pages and the archived messages of both stores are checked equal. "
+            "convodb's archive is one transaction that locks the key's active conversation, "
+            "removes the messages (returning them) and appends them to the archived "
+            "conversation; SQLAlchemyChatStore's is a SELECT and an UPDATE of a status column, "
+            "with no lock (two concurrent archives can return the same messages). "
+            "Ratios are convodb's p50 over the store's p50 (below 1: convodb is faster). Each "
+            "store has a fresh database of its own on the same server; the machine is shared, "
+            "so compare ratios within one run."
+        ),
     )
-    parser.add_argument("--db", default="sqlite,postgresql")
-    parser.add_argument("--history", type=int, default=200, help="turns loaded first")
-    parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    results: dict[str, list[Store]] = {}
-    for dialect in args.db.split(","):
-        results[dialect] = asyncio.run(run_dialect(dialect, args.history, args.rounds))
-    rendered = table(results)
-    print(rendered)
-    command = "python -m benchmarks.integrations_llama_index " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    args.out.write_text(
-        "# LlamaIndex chat stores: ConvodbChatStore vs SQLAlchemyChatStore\n\n"
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `{command.strip()}`, "
-        f"{args.history} turns loaded ({TURN} messages each), {args.rounds} interleaved rounds, "
-        f"Python {platform.python_version()}, {platform.machine()}, "
-        f"{time.perf_counter() - started:.0f} s.\n\n"
-        "One round: every store appends one turn (one `add_messages` of a user message, an "
-        "assistant tool call, its result and the answer), then every store reads its latest "
-        "page (`count_messages`, then `get_messages(offset=count - 50, limit=50)`, timed "
-        "together), then every store archives its oldest turn "
-        "(`archive_oldest_messages(n=4)`, which `Memory` calls when its token limit is "
-        "reached). The pages and the archived messages of both stores are checked equal. "
-        "convodb's archive is one transaction that locks the key's active conversation, "
-        "removes the messages (returning them) and appends them to the archived "
-        "conversation; SQLAlchemyChatStore's is a SELECT and an UPDATE of a status column, "
-        "with no lock (two concurrent archives can return the same messages). "
-        "Ratios are convodb's p50 over the store's p50 (below 1: convodb is faster). Each "
-        "store has a fresh database of its own on the same server; the machine is shared, "
-        "so compare ratios within one run.\n\n"
-        f"{rendered}\n"
-    )
-    print(f"written to {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,19 +21,16 @@ On MariaDB convodb runs alone.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import platform
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ._data import Target, content_for, fresh_database
+from ._rounds import ms, run_cli
 
 RESULTS = Path(__file__).parent / "results" / "integrations-openai-agents.md"
 LIMIT = 50
@@ -147,11 +144,6 @@ async def run_dialect(dialect: str, history: int, rounds: int) -> list[Store]:
         return stores
 
 
-def ms(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def table(results: dict[str, list[Store]]) -> str:
     lines = [
         "| database | store | add_items (1 turn) p50 | p99 | get_items(50) p50 | p99 "
@@ -173,38 +165,24 @@ def table(results: dict[str, list[Store]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.integrations_openai_agents", description=__doc__
+    return run_cli(
+        argv,
+        module="integrations_openai_agents",
+        description=__doc__,
+        default_db="sqlite,postgresql,mariadb",
+        results=RESULTS,
+        run_dialect=run_dialect,
+        table=table,
+        title="OpenAI Agents SDK sessions: ConvodbSession vs the SDK's own",
+        loaded="4 items",
+        explanation=(
+            "One round: every store appends one turn (one `add_items` of a user message, a "
+            "function call, its output and the answer), then every store reads "
+            "`get_items(limit=50)`. Ratios are convodb's p50 over the store's p50 "
+            "(below 1: convodb is faster). Each store has a fresh database of its own on the "
+            "same server; the machine is shared, so compare ratios within one run."
+        ),
     )
-    parser.add_argument("--db", default="sqlite,postgresql,mariadb")
-    parser.add_argument("--history", type=int, default=200, help="turns loaded first")
-    parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    results: dict[str, list[Store]] = {}
-    for dialect in args.db.split(","):
-        results[dialect] = asyncio.run(run_dialect(dialect, args.history, args.rounds))
-    rendered = table(results)
-    print(rendered)
-    command = "python -m benchmarks.integrations_openai_agents " + " ".join(
-        argv if argv is not None else __import__("sys").argv[1:]
-    )
-    args.out.write_text(
-        "# OpenAI Agents SDK sessions: ConvodbSession vs the SDK's own\n\n"
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `{command.strip()}`, "
-        f"{args.history} turns loaded (4 items each), {args.rounds} interleaved rounds, "
-        f"Python {platform.python_version()}, {platform.machine()}, "
-        f"{time.perf_counter() - started:.0f} s.\n\n"
-        "One round: every store appends one turn (one `add_items` of a user message, a "
-        "function call, its output and the answer), then every store reads "
-        "`get_items(limit=50)`. Ratios are convodb's p50 over the store's p50 "
-        "(below 1: convodb is faster). Each store has a fresh database of its own on the "
-        "same server; the machine is shared, so compare ratios within one run.\n\n"
-        f"{rendered}\n"
-    )
-    print(f"written to {args.out}")
-    return 0
 
 
 if __name__ == "__main__":
