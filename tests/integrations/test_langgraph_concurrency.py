@@ -15,8 +15,8 @@ from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.graph import START, MessagesState, StateGraph
 
 from convodb import ConversationService, Database
+from convodb._service import _checkpoints as store
 from convodb.integrations.langgraph import ConvodbSaver
-from convodb.integrations.langgraph import _store as store
 
 
 def thread(name: str, checkpoint_id: str | None = None) -> RunnableConfig:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..._records import NewMessage, StoredMessage
 from ..._service import ConversationService
-from . import _store as store
+from ..._service import _checkpoints as store
 from ._messages import from_stored, same
 from ._support import live_messages
 

@@ -36,10 +36,10 @@ from ..._models import (
 )
 from ..._records import StoredConversation, StoredMessage
 from ..._service import ConversationService
+from ..._service import _checkpoints as store
 from ..._validation import Limits
 from ...errors import ConflictError, ConversationNotFoundError, ValidationError
 from .._ids import conversation_id_for
-from . import _store as store
 from ._loop import LoopThread
 from ._messages import from_stored, to_new_messages
 from ._mirror import mirror

@@ -1,4 +1,5 @@
-"""The SQL of the checkpoint tables (``convodb._models``), and nothing else.
+"""The LangGraph saver's checkpoint tables (``convodb._models``): their SQL, and nothing else,
+below the saver (``convodb.integrations.langgraph``), which translates and imports no SQL.
 
 Every statement runs on the caller's session, in the caller's transaction, and is limited
 to conversations of the given user by the statement itself (``_owned``): a thread of
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..._models import (
+from .._models import (
     checkpoint_blobs,
     checkpoint_writes,
     checkpoints,
