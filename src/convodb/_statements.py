@@ -14,7 +14,7 @@ from sqlalchemy import and_, bindparam, func, literal, select, update
 
 from ._models import attachments, conversations, messages, summaries
 from ._parts import part_from_dict
-from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall
+from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall, builder
 
 __all__ = [
     "AFTER",
@@ -46,6 +46,7 @@ __all__ = [
     "conversations",
     "message_record",
     "messages",
+    "new_message",
     "summaries",
     "summary_record",
 ]
@@ -248,38 +249,29 @@ def conversation_record(row: Sequence[Any]) -> StoredConversation:
     )
 
 
+new_message = builder(StoredMessage)
+"""``StoredMessage(...)`` by position, for many at once."""
+_new_call = builder(ToolCall)
+
+
 def message_record(row: Sequence[Any]) -> StoredMessage:
-    (
-        id_,
-        cid,
-        seq,
-        role,
-        content,
-        tool_calls,
-        tool_name,
-        tool_call_id,
-        metadata,
-        key,
-        tokens,
-        at,
-        parts,
-        *_,  # WINDOW_START's extra columns
-    ) = row
-    return StoredMessage(
-        id_,
-        cid,
-        seq,
-        role,
-        content if parts is None else tuple(map(part_from_dict, parts)),
-        tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in tool_calls)
+    """The record of a row of ``MSG_COLUMNS`` (and any columns after them)."""
+    tool_calls, parts = row[5], row[12]
+    return new_message(
+        row[0],  # id
+        row[1],  # conversation_id
+        row[2],  # seq
+        row[3],  # role
+        row[4] if parts is None else tuple(map(part_from_dict, parts)),  # content
+        tuple([_new_call(c["id"], c["name"], c["arguments"]) for c in tool_calls])
         if tool_calls
         else None,
-        tool_name,
-        tool_call_id,
-        metadata,
-        key,
-        tokens,
-        at,
+        row[6],  # tool_name
+        row[7],  # tool_call_id
+        row[8],  # metadata
+        row[9],  # key
+        row[10],  # token_count
+        row[11],  # created_at
     )
 
 

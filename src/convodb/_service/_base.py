@@ -20,7 +20,7 @@ from .._parts import AudioPart, FilePart, ImagePart, Part
 from .._records import StoredMessage
 from .._validation import MAX_SEQ, Limits
 from ..errors import ConversationNotFoundError
-from ..storage import Backend, backend_for
+from ..storage import Backend, Row, backend_for
 from ..tokens import TokenCounter, default_counter
 
 __all__ = ["NO_SEQ", "UNSET", "Order", "ServiceBase"]
@@ -137,14 +137,27 @@ class ServiceBase:
 
     async def _owned_rows(
         self, statement: Any, cid: str, uid: str, *, own: bool, **params: Any
-    ) -> Sequence[Sequence[Any]]:
+    ) -> list[Sequence[Any]]:
         """Rows of the user's conversation; ownership is checked by the same statement.
 
         No rows means an empty page or not the user's conversation; only then a second,
         conversation-only query tells which.
         """
+        return await self._owned(statement, cid, uid, own=own, into=None, params=params)
+
+    async def _owned_messages(
+        self, statement: Any, cid: str, uid: str, *, own: bool, **params: Any
+    ) -> list[StoredMessage]:
+        """:meth:`_owned_rows` of ``MSG_COLUMNS``, as records."""
+        return await self._owned(
+            statement, cid, uid, own=own, into=sql.message_record, params=params
+        )
+
+    async def _owned(
+        self, statement: Any, cid: str, uid: str, *, own: bool, into: Row | None, params: Any
+    ) -> list[Any]:
         params = {"cid": cid, "uid": uid, **params}
-        rows = await self._backend.rows(self.session, statement, params, own=own)
+        rows = await self._backend.rows(self.session, statement, params, own=own, into=into)
         if not rows and await self._select_conversation(cid, uid) is None:
             raise ConversationNotFoundError(cid)
         return rows

@@ -144,8 +144,8 @@ class MessageMethods(ServiceBase):
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         n = check_limit(limit, self.limits)
         async with self._read() as own:
-            rows = await self._owned_rows(sql.LATEST, cid, uid, own=own, n=n)
-            messages = [sql.message_record(row) for row in reversed(rows)]
+            messages = await self._owned_messages(sql.LATEST, cid, uid, own=own, n=n)
+            messages.reverse()
             if with_data:
                 messages = await self._with_attachment_data(messages, cid, uid)
         return messages
@@ -168,10 +168,10 @@ class MessageMethods(ServiceBase):
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         position = check_seq("seq", seq, lowest=1)
         async with self._read() as own:
-            rows = await self._owned_rows(sql.MESSAGE_AT, cid, uid, own=own, seq=position)
-        if not rows:
+            found = await self._owned_messages(sql.MESSAGE_AT, cid, uid, own=own, seq=position)
+        if not found:
             raise MessageNotFoundError(cid, position)
-        return sql.message_record(rows[0])
+        return found[0]
 
     async def list_messages(
         self,
@@ -215,12 +215,15 @@ class MessageMethods(ServiceBase):
             seq = 0 if order == "asc" else NO_SEQ
         statement = sql.AFTER if order == "asc" else sql.BEFORE
         async with self._read() as own:
-            rows = await self._owned_rows(statement, cid, uid, own=own, n=n + 1, seq=seq, floor=0)
-            items = [sql.message_record(row) for row in rows[:n]]
+            items = await self._owned_messages(
+                statement, cid, uid, own=own, n=n + 1, seq=seq, floor=0
+            )
+            more = len(items) > n
+            del items[n:]
             if with_data:
                 items = await self._with_attachment_data(items, cid, uid)
         next_cursor = None
-        if len(rows) > n:
+        if more:
             next_cursor = encode_cursor(f"messages-{order}", s=items[-1].seq)
         return Page(items=items, next_cursor=next_cursor)
 
@@ -334,11 +337,11 @@ class MessageMethods(ServiceBase):
             raise ConversationNotFoundError(cid)
         first = last_seq - len(rows) + 1
         return [
-            StoredMessage(
+            sql.new_message(
                 r["id"],
                 cid,
                 first + i,
-                m.role,  # type: ignore[arg-type]
+                m.role,
                 m.content,
                 tuple(ToolCall(**c) for c in m.tool_calls) if m.tool_calls else None,
                 m.tool_name,

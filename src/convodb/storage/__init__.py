@@ -32,6 +32,7 @@ from ..errors import ConvodbError, MissingDependencyError
 from ._base import (
     Backend,
     DriverConnections,
+    Row,
     Timeouts,
     engine_budget,
     set_schema_checked,
@@ -46,6 +47,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "DriverConnections",
+    "Row",
     "Timeouts",
     "async_url",
     "backend_for",

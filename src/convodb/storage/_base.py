@@ -57,6 +57,9 @@ __all__ = [
     "translate_error",
 ]
 
+Row = Callable[[Sequence[Any]], Any]
+"""What makes a decoded row into the record a read returns (``Backend.rows(into=...)``)."""
+
 
 class DriverConnections(Protocol):
     """The hot path's own connections of a ``Database``, beside its engine."""
@@ -232,15 +235,23 @@ class Backend:
         return id(self) not in unchecked
 
     async def rows(
-        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[Sequence[Any]]:
+        self,
+        session: AsyncSession,
+        statement: Select[Any],
+        params: dict[str, Any],
+        *,
+        own: bool,
+        into: Row | None = None,
+    ) -> list[Any]:
         """The rows of a Core SELECT, decoded as the session would decode them.
 
         Args:
             own: the service owns the transaction; the read may run outside the session.
+            into: makes each decoded row into what is returned (a record), in the same pass
+                and, where the driver runs in a thread of its own, in that thread.
         """
         result = await session.execute(statement, params)
-        return list(result)
+        return list(result) if into is None else list(map(into, result))
 
     async def append(
         self,
@@ -401,16 +412,19 @@ class Compiled:
                 values[i] = bind(values[i])
         return values
 
-    def decode(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
-        if not self.decoders:
-            return list(rows)
-        decoded: list[Sequence[Any]] = []
+    def decode(self, rows: Iterable[Sequence[Any]], into: Row | None = None) -> list[Any]:
+        """The rows with their columns decoded, each made ``into`` a record when given."""
+        decoders = self.decoders
+        if not decoders:
+            return list(rows) if into is None else list(map(into, rows))
+        decoded: list[Any] = []
+        append = decoded.append
         for row in rows:
             values = list(row)
-            for i, decoder in self.decoders:
+            for i, decoder in decoders:
                 if values[i] is not None:
                     values[i] = decoder(values[i])
-            decoded.append(values)
+            append(values if into is None else into(values))
         return decoded
 
 

@@ -46,7 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .. import _statements as statements
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
-from ._base import Backend, DriverConnections, Timeouts, driver, one_loop_per_connection
+from ._base import Backend, DriverConnections, Row, Timeouts, driver, one_loop_per_connection
 from ._pool import DriverPool
 
 __all__ = ["MyConnections", "MySQLBackend"]
@@ -192,16 +192,22 @@ class MySQLBackend(Backend):
     # (benchmarks/results). Inside a transaction the caller owns, the session runs them.
 
     async def rows(
-        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[Sequence[Any]]:
+        self,
+        session: AsyncSession,
+        statement: Select[Any],
+        params: dict[str, Any],
+        *,
+        own: bool,
+        into: Row | None = None,
+    ) -> list[Any]:
         if not own:
-            return await super().rows(session, statement, params, own=own)
+            return await super().rows(session, statement, params, own=own, into=into)
         compiled = self._compile(statement)
         async with self._own_connection(session) as connection, connection.cursor() as cursor:
             await cursor.execute(compiled.sql, compiled.args(params))
             rows = await cursor.fetchall()
             await connection.commit()  # ends the read's transaction: none stays open idle
-        return compiled.decode(rows)
+        return compiled.decode(rows, into)
 
     async def append(
         self,

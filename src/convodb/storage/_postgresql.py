@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
-from ._base import Backend, DriverConnections, Timeouts, driver, one_loop_per_connection
+from ._base import Backend, DriverConnections, Row, Timeouts, driver, one_loop_per_connection
 from ._pool import DriverPool
 
 __all__ = ["APPEND", "ARRAY_COLUMNS", "PgConnections", "PostgresBackend"]
@@ -135,13 +135,20 @@ class PostgresBackend(Backend):
     )
 
     async def rows(
-        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[Sequence[Any]]:
+        self,
+        session: AsyncSession,
+        statement: Select[Any],
+        params: dict[str, Any],
+        *,
+        own: bool,
+        into: Row | None = None,
+    ) -> list[Any]:
         if not own:
-            return await super().rows(session, statement, params, own=own)
+            return await super().rows(session, statement, params, own=own, into=into)
         compiled = self._compile(statement)
         async with self._own_connection(session) as driver:
-            return compiled.decode(await driver.fetch(compiled.sql, *compiled.args(params)))
+            rows = await driver.fetch(compiled.sql, *compiled.args(params))
+        return compiled.decode(rows, into)
 
     async def append(
         self,

@@ -48,7 +48,7 @@ from sqlalchemy.util import await_
 
 from .. import _statements as statements
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
-from ._base import Backend, Compiled, DriverConnections, Timeouts, driver
+from ._base import Backend, Compiled, DriverConnections, Row, Timeouts, driver
 
 __all__ = ["SQLITE_BUSY_TIMEOUT", "SQLITE_PRAGMAS", "SQLiteBackend", "SqliteThreads"]
 
@@ -202,16 +202,22 @@ class SQLiteBackend(Backend):
         return list(connection.exec_driver_sql("PRAGMA foreign_key_check").all())
 
     async def rows(
-        self, session: AsyncSession, statement: Select[Any], params: dict[str, Any], *, own: bool
-    ) -> list[Sequence[Any]]:
+        self,
+        session: AsyncSession,
+        statement: Select[Any],
+        params: dict[str, Any],
+        *,
+        own: bool,
+        into: Row | None = None,
+    ) -> list[Any]:
         compiled = self._compile(statement)
         sql, args = compiled.sql, compiled.args(params)
         if own and isinstance(self.connections, SqliteThreads):
             return await self.connections.read(
-                lambda connection: compiled.decode(connection.execute(sql, args).fetchall())
+                lambda connection: compiled.decode(connection.execute(sql, args).fetchall(), into)
             )
         async with driver(self, session, own=own) as connection:
-            return compiled.decode(await connection.execute_fetchall(sql, args))
+            return compiled.decode(await connection.execute_fetchall(sql, args), into)
 
     async def append(
         self,
@@ -223,10 +229,12 @@ class SQLiteBackend(Backend):
         attachments: Sequence[dict[str, Any]] = (),
     ) -> int | None:
         bump, insert = self._compile(statements.BUMP_SEQ), self._compile(statements.INSERT_MESSAGES)
+        bump_args = bump.args({**owner, "n": len(rows)})
+        # Bound before the hop, but for the seqs: they are known once the bump has run.
+        insert_args = insert.many_args(rows)
         attach = self._compile(self.insert_attachments)
         attach_args = attach.many_args(attachments) if attachments else None
         if own and isinstance(self.connections, SqliteThreads):
-            bump_args = bump.args({**owner, "n": len(rows)})
 
             def append(connection: sqlite3.Connection) -> int | None:
                 # One thread hop for the whole transaction. BEGIN IMMEDIATE takes the write
@@ -237,7 +245,7 @@ class SQLiteBackend(Backend):
                     connection.rollback()
                     return None
                 last_seq = int(bumped[0][0])
-                connection.executemany(insert.sql, self._insert_args(insert, rows, last_seq))
+                _insert(connection, insert, insert_args, last_seq)
                 if attach_args:
                     connection.executemany(attach.sql, attach_args)
                 connection.commit()
@@ -246,14 +254,11 @@ class SQLiteBackend(Backend):
             return await self.connections.write(append)
         async with driver(self, session, own=own) as connection:
             try:
-                bumped = await connection.execute_fetchall(
-                    bump.sql, bump.args({**owner, "n": len(rows)})
-                )
+                bumped = await connection.execute_fetchall(bump.sql, bump_args)
                 last_seq = int(next(iter(bumped))[0]) if bumped else None
                 if last_seq is not None:
-                    await connection.executemany(
-                        insert.sql, self._insert_args(insert, rows, last_seq)
-                    )
+                    _number(insert, insert_args, last_seq)
+                    await connection.executemany(insert.sql, insert_args)
                     if attach_args:
                         await connection.executemany(attach.sql, attach_args)
                 if own:
@@ -264,11 +269,22 @@ class SQLiteBackend(Backend):
                 raise
         return last_seq
 
-    def _insert_args(
-        self, insert: Compiled, rows: list[dict[str, Any]], last_seq: int
-    ) -> list[list[Any]]:
-        first = last_seq - len(rows) + 1
-        return insert.many_args({**row, "seq": first + i} for i, row in enumerate(rows))
+
+def _number(insert: Compiled, args: list[list[Any]], last_seq: int) -> None:
+    """Give the bound rows of an append their seqs, the last one ``last_seq``."""
+    at, first = insert.names.index("seq"), last_seq - len(args) + 1
+    for i, values in enumerate(args):
+        values[at] = first + i
+
+
+def _insert(
+    connection: sqlite3.Connection, insert: Compiled, args: list[list[Any]], last_seq: int
+) -> None:
+    _number(insert, args, last_seq)
+    if len(args) == 1:
+        connection.execute(insert.sql, args[0])
+    else:
+        connection.executemany(insert.sql, args)
 
 
 class SqliteThreads:
@@ -345,11 +361,13 @@ _Work = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[sqlite
 
 
 class _Workers:
-    """Threads sharing one queue of work, each running it on a connection of its own.
+    """Threads, each with a queue of its own and a connection of its own.
 
     A hop is a queue put and one ``call_soon_threadsafe`` back to the caller's loop, as
-    aiosqlite's is (an executor adds a concurrent future chained to an asyncio one). The
-    threads are daemons, stopped (and their connections closed) by :meth:`stop`, when the
+    aiosqlite's is (an executor adds a concurrent future chained to an asyncio one). Work goes
+    to the first idle thread, the thread with the least work when none is idle: sequential
+    calls all find the same thread, warm, where threads sharing one queue would take turns.
+    The threads are daemons, stopped (and their connections closed) by :meth:`stop`, when the
     object is collected, or at interpreter exit, whichever comes first: a forgotten Database
     never keeps a process from exiting.
     """
@@ -358,22 +376,32 @@ class _Workers:
         self.pid = os.getpid()
         """The process that started the threads: a forked child (a pre-forking server) has
         none of them and starts its own."""
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._queues: list[queue.SimpleQueue[_Work | None]] = [
+            queue.SimpleQueue() for _ in range(count)
+        ]
+        self._pending = [0] * count
+        """Work put on each thread's queue and not yet answered (event-loop side only)."""
         threads = [
             threading.Thread(
-                target=_serve, args=(self._queue, connect), name=f"{name}-{i}", daemon=True
+                target=_serve, args=(work_queue, connect), name=f"{name}-{i}", daemon=True
             )
-            for i in range(count)
+            for i, work_queue in enumerate(self._queues)
         ]
         for thread in threads:
             thread.start()
-        self._finalizer = weakref.finalize(self, _stop, self._queue, threads)
+        self._finalizer = weakref.finalize(self, _stop, self._queues, threads)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, work))
-        return await future
+        pending = self._pending
+        i = pending.index(min(pending)) if len(pending) > 1 else 0
+        pending[i] += 1
+        try:
+            self._queues[i].put((loop, future, work))
+            return await future
+        finally:
+            pending[i] -= 1
 
     def stop(self) -> None:
         """Let the threads finish their queued work, then end them (blocks until they do)."""
@@ -438,8 +466,10 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def _stop(work_queue: queue.SimpleQueue[_Work | None], threads: list[threading.Thread]) -> None:
-    for _ in threads:
+def _stop(
+    work_queues: list[queue.SimpleQueue[_Work | None]], threads: list[threading.Thread]
+) -> None:
+    for work_queue in work_queues:
         work_queue.put(None)
     for thread in threads:
         if thread is not threading.current_thread():
