@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# (workload, metric, higher is better, convodb's target as a ratio to raw, or None)
+# (workload, metric, higher is better, convodb's target as a ratio to raw, or None): the
+# performance issue's targets (#14)
 ROWS: tuple[tuple[str, str, bool, float | None], ...] = (
-    ("append_single", "msg_s", True, 0.75),
+    ("append_single", "msg_s", True, 0.85),
     ("append_single", "p50_ms", False, None),
     ("append_single", "p99_ms", False, None),
-    ("append_batch10", "msg_s", True, 0.75),
+    ("append_batch10", "msg_s", True, 0.85),
     ("append_batch10", "p50_ms", False, None),
     ("latest50_random", "p50_ms", False, 1.5),
     ("latest50_random", "p99_ms", False, None),
@@ -18,7 +19,7 @@ ROWS: tuple[tuple[str, str, bool, float | None], ...] = (
     ("latest50_20k", "p99_ms", False, None),
     ("latest50_100k", "p50_ms", False, 1.5),
     ("token_window", "p50_ms", False, None),
-    ("concurrent20", "msg_s", True, 0.75),
+    ("concurrent20", "msg_s", True, 1.0),
 )
 YARDSTICKS = ("raw", "limit", "convodb")
 """The columns before the peers'; ``limit`` (a read of ``role, content`` without the
@@ -123,6 +124,15 @@ def render(results: dict[str, Any]) -> str:
             for p in peers:
                 v = per.get(p, {}).get(metric)
                 row.append(f"{_fmt(v)} ({_ratio(v, raw)})" if v is not None else "-")
+                if (
+                    workload in LIMIT_ROWS
+                    and metric == "p50_ms"
+                    and not p.endswith("(per request)")
+                    and v is not None
+                    and conv is not None
+                    and conv > v
+                ):  # latest-50: at or below every peer in its best usage
+                    misses.append(f"{workload} {metric} above {p} ({_fmt(conv)} > {_fmt(v)} ms)")
             limit = per.get("limit", {}).get(metric)
             add(row, f"{_fmt(limit)} ({_ratio(limit, raw)})" if limit is not None else "-")
         # token window against the same store's latest-50 on the same conversation
@@ -240,7 +250,7 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-HTTP_TARGET = 0.6
+HTTP_TARGET = 0.8
 """convodb serve's requests/s as a ratio to the minimal FastAPI + raw-driver endpoint."""
 HTTP_ROWS: tuple[tuple[str, str], ...] = (
     ("append_1", "append 1 msg"),

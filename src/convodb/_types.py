@@ -76,6 +76,10 @@ class DateTimeUTC(TypeDecorator[datetime]):
                 return value.replace(tzinfo=UTC)
 
             return aware
+        if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            # asyncpg hands back timestamptz values aware, in UTC (datetime.UTC) already:
+            # process_result_value would return each as it is.
+            return None
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
         # SQLite hands back the stored text; SQLAlchemy's processor parses it with a regex and
