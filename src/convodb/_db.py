@@ -277,19 +277,20 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session that commits when the block succeeds and rolls back when it raises."""
         session = self.sessionmaker()
+        # The service's hot path often leaves the session untouched (it ran on a pooled
+        # connection of its own): then there is nothing to commit or close, and skipping both
+        # saves two greenlet round trips per request.
+        touched = False
         try:
             yield session
-            if _touched(session):
+            if touched := _touched(session):
                 await session.commit()
         except BaseException:
-            if _touched(session):
+            if touched := touched or _touched(session):
                 await session.rollback()
             raise
         finally:
-            # The service's hot path often leaves the session untouched (it ran on a pooled
-            # connection of its own): then there is nothing to commit or close, and skipping
-            # both saves two greenlet round trips per request.
-            if _touched(session):
+            if touched:
                 await session.close()
 
     async def ping(self) -> None:
@@ -378,7 +379,7 @@ async def write_transaction(session: AsyncSession, *, commit: bool) -> AsyncIter
     unchecked = unchecked_backend(session)
     if unchecked is not None:
         await _check_schema(_engine_of(session), unchecked)
-    async with _translated():
+    try:
         try:
             yield
             # A hot-path write the service owned committed on a connection of its own already.
@@ -388,6 +389,9 @@ async def write_transaction(session: AsyncSession, *, commit: bool) -> AsyncIter
             if commit and session.in_transaction():
                 await session.rollback()
             raise
+    except Exception as exc:
+        _raise_translated(exc)
+        raise
 
 
 @asynccontextmanager
@@ -401,7 +405,7 @@ async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncItera
     if unchecked is not None:
         await _check_schema(_engine_of(session), unchecked)
     own = owns_transaction(session, commit=commit)
-    async with _translated():
+    try:
         try:
             yield own
             if own and session.in_transaction():
@@ -410,6 +414,9 @@ async def read_transaction(session: AsyncSession, *, commit: bool) -> AsyncItera
             if own and session.in_transaction():
                 await session.rollback()
             raise
+    except Exception as exc:
+        _raise_translated(exc)
+        raise
 
 
 def _engine_of(session: AsyncSession) -> AsyncEngine:
@@ -467,9 +474,14 @@ async def _translated() -> AsyncIterator[None]:
     try:
         yield
     except Exception as exc:
-        translated = translate_error(exc)
-        if translated is None:
-            raise
+        _raise_translated(exc)
+        raise
+
+
+def _raise_translated(exc: Exception) -> None:
+    """Raise convodb's error for a driver error (SQLAlchemy's or the driver's own) that has
+    one; return for any other exception, which the caller re-raises."""
+    if (translated := translate_error(exc)) is not None:
         raise translated from exc
 
 

@@ -66,6 +66,26 @@ class DateTimeUTC(TypeDecorator[datetime]):
             return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # SQLite stores text: SQLAlchemy's processor formats it field by field after
+        # process_bind_param; isoformat writes the same text (six digits of microseconds
+        # always) in one call.
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError(
+                    f"naive datetime {value!r}: convodb stores timezone-aware UTC only"
+                )
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         if dialect.name in _MYSQL:
             # asyncmy hands back naive datetimes: attach UTC, without TypeDecorator's chain
