@@ -82,7 +82,7 @@ class DateTimeUTC(TypeDecorator[datetime]):
                 )
             if value.tzinfo is not UTC:
                 value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return value.isoformat(" ", "microseconds")[:-6]  # without "+00:00"
 
         return process
 
@@ -93,7 +93,8 @@ class DateTimeUTC(TypeDecorator[datetime]):
             def aware(value: datetime | None) -> datetime | None:
                 if value is None or value.tzinfo is not None:
                     return value
-                return value.replace(tzinfo=UTC)
+                # combine: a quarter of replace(tzinfo=UTC)'s cost, same value
+                return datetime.combine(value.date(), value.time(), UTC)
 
             return aware
         if dialect.name == "postgresql" and dialect.driver == "asyncpg":

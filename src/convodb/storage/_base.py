@@ -381,6 +381,7 @@ class Compiled:
         columns = getattr(statement, "selected_columns", ())
         processors = [_result_processor(c.type, dialect) for c in columns]
         self.decoders = [(i, p) for i, p in enumerate(processors) if p is not None]
+        self._decode_row = _row_decoder(len(processors), self.decoders)
         # The parameters' types' bind processors, for statements run with many rows (INSERT).
         binders = [_bind_processor(compiled.binds[name].type, dialect) for name in self.names]
         self.binders = [(i, b) for i, b in enumerate(binders) if b is not None]
@@ -414,18 +415,36 @@ class Compiled:
 
     def decode(self, rows: Iterable[Sequence[Any]], into: Row | None = None) -> list[Any]:
         """The rows with their columns decoded, each made ``into`` a record when given."""
-        decoders = self.decoders
-        if not decoders:
+        decode_row = self._decode_row
+        if decode_row is None:
             return list(rows) if into is None else list(map(into, rows))
-        decoded: list[Any] = []
-        append = decoded.append
-        for row in rows:
-            values = list(row)
-            for i, decoder in decoders:
-                if values[i] is not None:
-                    values[i] = decoder(values[i])
-            append(values if into is None else into(values))
-        return decoded
+        if into is None:
+            return list(map(decode_row, rows))
+        return [into(decode_row(row)) for row in rows]
+
+
+def _row_decoder(
+    width: int, decoders: list[tuple[int, Callable[[Any], Any]]]
+) -> Callable[[Sequence[Any]], tuple[Any, ...]] | None:
+    """One function that decodes a whole row into a tuple, or ``None`` when no column needs
+    decoding.
+
+    Written out column by column (``(r[0], None if (v := r[1]) is None else d1(v), ...)``)
+    and compiled once per statement: a row of a history read has four columns to decode,
+    and a loop over them, on a list copy of the row, cost as much as the rest of the row.
+    """
+    if not decoders:
+        return None
+    by_column = dict(decoders)
+    items = [
+        f"None if (v{i} := r[{i}]) is None else d{i}(v{i})" if i in by_column else f"r[{i}]"
+        for i in range(width)
+    ]
+    source = f"def decode_row(r):\n    return ({', '.join(items)},)\n"
+    namespace: dict[str, Any] = {f"d{i}": decoder for i, decoder in decoders}
+    exec(compile(source, f"<convodb row decoder: {width} columns>", "exec"), namespace)
+    decode_row: Callable[[Sequence[Any]], tuple[Any, ...]] = namespace["decode_row"]
+    return decode_row
 
 
 def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
