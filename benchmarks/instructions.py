@@ -91,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
     parser.add_argument("--db", default="sqlite,postgresql", help="comma-separated dialects")
     parser.add_argument("--count", type=int, default=400, help="operations per measured run")
+    parser.add_argument("--ops", default=",".join(OPERATIONS), help="comma-separated operations")
+    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated stores")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -98,20 +100,22 @@ def main() -> None:
         asyncio.run(_child(dialect, store, operation, int(count)))
         return
     print(f"instructions per operation (callgrind; {args.count} operations, minus none)")
-    print(f"{'db':<11} {'operation':<9} {'raw':>10} {'convodb':>10} {'ratio':>7}")
+    stores = args.stores.split(",")
+    print(f"{'db':<11} {'operation':<9} " + " ".join(f"{s:>10}" for s in stores) + "   ratio")
     for dialect in args.db.split(","):
-        for operation in OPERATIONS:
+        for operation in args.ops.split(","):
             per_op = {}
-            for store in STORES:
+            for store in stores:
                 base = _instructions(dialect, store, operation, 0)
                 total = _instructions(dialect, store, operation, args.count)
                 per_op[store] = (total - base) / args.count
-            ratio = per_op["convodb"] / per_op["raw"]
-            print(
-                f"{dialect:<11} {operation:<9} {per_op['raw']:>10,.0f} "
-                f"{per_op['convodb']:>10,.0f} {ratio:>6.2f}x",
-                flush=True,
+            ratio = (
+                f"{per_op['convodb'] / per_op['raw']:>6.2f}x"
+                if {"raw", "convodb"} <= per_op.keys()
+                else ""
             )
+            counts = " ".join(f"{v:>10,.0f}" for v in per_op.values())
+            print(f"{dialect:<11} {operation:<9} {counts} {ratio}", flush=True)
 
 
 if __name__ == "__main__":

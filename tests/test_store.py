@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import pickle
 from collections.abc import Awaitable, Callable
+from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -373,6 +375,37 @@ async def test_tool_calls_and_results_round_trip_exactly(service: ConversationSe
         "function": {"name": "get_weather", "arguments": arguments},
     }
     assert array[3] == {"role": "tool", "content": "12 °C, 🌧️", "tool_call_id": "call_ä1"}
+
+
+async def test_records_read_back_are_ordinary_frozen_records(
+    service: ConversationService,
+) -> None:
+    # Reads build records by a faster route than the constructor: what comes back must be
+    # indistinguishable from records made the ordinary way.
+    cid = await new_conversation(service)
+    call = ToolCall(id="c1", name="f", arguments="{}")
+    stored = await service.save_conversation_messages(
+        cid,
+        ALICE,
+        [
+            user("a"),
+            NewMessage(role="assistant", content=None, tool_calls=[call], metadata={"m": 1}),
+        ],
+    )
+    for read in (
+        await service.get_conversation_history(cid, ALICE),
+        (await service.list_messages(cid, ALICE)).items,
+        [await service.get_message(cid, ALICE, 2)],
+    ):
+        message = read[-1]
+        assert type(message) is StoredMessage and message == stored[1]
+        assert message.tool_calls is not None and type(message.tool_calls[0]) is ToolCall
+        assert message == StoredMessage(*(getattr(message, f.name) for f in fields(message)))
+        assert hash(message.tool_calls[0]) == hash(call)
+        with pytest.raises(FrozenInstanceError):
+            message.seq = 3  # type: ignore[misc]
+        assert replace(message, content="x").content == "x"
+        assert pickle.loads(pickle.dumps(message)) == message
 
 
 # -- idempotency ---------------------------------------------------------------------------
