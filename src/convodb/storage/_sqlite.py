@@ -380,7 +380,9 @@ class _Workers:
             queue.SimpleQueue() for _ in range(count)
         ]
         self._pending = [0] * count
-        """Work put on each thread's queue and not yet answered (event-loop side only)."""
+        """Work put on each thread's queue and not yet answered. Only a hint for choosing a
+        thread: callers on event loops in two threads at once may miscount it, which can
+        send work to a busy thread but never loses or repeats any."""
         threads = [
             threading.Thread(
                 target=_serve, args=(work_queue, connect), name=f"{name}-{i}", daemon=True
