@@ -380,8 +380,8 @@ class Compiled:
         self.fixed = {k: b.value for k, b in compiled.binds.items() if not b.required}
         columns = getattr(statement, "selected_columns", ())
         processors = [_result_processor(c.type, dialect) for c in columns]
-        self.decoders = [(i, p) for i, p in enumerate(processors) if p is not None]
-        self._decode_row = _row_decoder(len(processors), self.decoders)
+        decoders = [(i, p) for i, p in enumerate(processors) if p is not None]
+        self._decode_row = _row_decoder(len(processors), decoders)
         # The parameters' types' bind processors, for statements run with many rows (INSERT).
         binders = [_bind_processor(compiled.binds[name].type, dialect) for name in self.names]
         self.binders = [(i, b) for i, b in enumerate(binders) if b is not None]
