@@ -17,6 +17,7 @@ def test_exported_members() -> None:
         "AdminService",
         "AgentInput",
         "ApiKey",
+        "ApiKeyRevokedError",
         "ApiKeyService",
         "Attachment",
         "AudioPart",

@@ -55,6 +55,7 @@ from ._service import (
 )
 from ._validation import CONVERSATION_ID_PATTERN, Limits
 from .errors import (
+    ApiKeyRevokedError,
     ConflictError,
     ContextBudgetError,
     ConversationExistsError,
@@ -81,6 +82,7 @@ __all__ = [
     "AdminService",
     "AgentInput",
     "ApiKey",
+    "ApiKeyRevokedError",
     "ApiKeyService",
     "Attachment",
     "AudioPart",

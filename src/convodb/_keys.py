@@ -40,7 +40,7 @@ from ._types import utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
 from .storage import backend_for
 
-__all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys"]
+__all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys", "parse_token"]
 
 TOKEN_PREFIX = "cdb_"
 """Every convodb API key starts with this, so a bearer token is told from a JWT at a glance."""
@@ -90,7 +90,7 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _parse(token: str) -> tuple[str, str] | None:
+def parse_token(token: str) -> tuple[str, str] | None:
     """``(key id, secret)`` of a well-formed token, else ``None``."""
     if not token.startswith(TOKEN_PREFIX):
         return None
@@ -149,7 +149,7 @@ class ApiKeyService:
         Raises:
             StoreUnavailableError: the database cannot be reached.
         """
-        parsed = _parse(token)
+        parsed = parse_token(token)
         if parsed is None:
             return None
         key_id, secret = parsed

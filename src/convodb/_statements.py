@@ -7,12 +7,13 @@ predicate (``OWNED``: ``id = :cid AND user_id = :uid``) itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, func, literal, select, update
 
-from ._models import attachments, conversations, messages, summaries
+from ._models import api_keys, attachments, conversations, messages, summaries
 from ._parts import part_from_dict
 from ._records import StoredConversation, StoredMessage, StoredSummary, ToolCall, builder
 
@@ -29,6 +30,7 @@ __all__ = [
     "HEAD",
     "INSERT_MESSAGES",
     "INSERT_SUMMARY",
+    "KEY_LIVE",
     "LATEST",
     "LATEST_SUMMARY",
     "LOCK",
@@ -44,6 +46,7 @@ __all__ = [
     "attachments",
     "conversation_record",
     "conversations",
+    "keyed",
     "message_record",
     "messages",
     "new_message",
@@ -78,6 +81,21 @@ MSG_COLUMNS = (
 )
 
 # Statements are built once; SQLAlchemy caches their compiled form.
+_Statement = TypeVar("_Statement")
+# The API key a service acts under (``:key``) is live: not revoked, not deleted.
+KEY_LIVE = select(api_keys.c.id).where(
+    api_keys.c.id == bindparam("key"), api_keys.c.revoked_at.is_(None)
+)
+_KEY_LIVE_EXISTS = KEY_LIVE.exists()
+
+
+@functools.cache
+def keyed(statement: _Statement) -> _Statement:
+    """``statement`` that also requires ``KEY_LIVE``: one statement checks ownership and the
+    caller's key. Built once per statement, so its compiled form is cached like the others."""
+    return statement.where(_KEY_LIVE_EXISTS)  # type: ignore[attr-defined, no-any-return]
+
+
 OWNED = and_(conversations.c.id == bindparam("cid"), conversations.c.user_id == bindparam("uid"))
 OWNED_EXISTS = select(literal(1)).where(OWNED).exists()
 SELECT_CONVERSATION = select(*CONV_COLUMNS).where(OWNED)

@@ -16,6 +16,7 @@ ConvodbError
 ├── ConflictError                         the request contradicts what is stored
 │   ├── ConversationExistsError           create with an id that is taken
 │   └── IdempotencyKeyReuseError          a message key reused for a different message
+├── ApiKeyRevokedError                     the API key a service acts under is revoked or gone
 ├── StoreBusyError                        transient contention (SQLite busy, deadlock): retry
 ├── StoreUnavailableError                 the database cannot be reached or timed out
 ├── SchemaVersionError                    the database's schema is not the one this convodb
@@ -27,6 +28,7 @@ ConvodbError
 from __future__ import annotations
 
 __all__ = [
+    "ApiKeyRevokedError",
     "ConflictError",
     "ContextBudgetError",
     "ConversationExistsError",
@@ -137,6 +139,21 @@ class IdempotencyKeyReuseError(ConflictError):
                 "a retry must resend the same message, a new message needs a new key"
             )
         super().__init__(message)
+
+
+class ApiKeyRevokedError(ConvodbError):
+    """The API key the service acts under (its ``api_key_id``) is revoked or deleted.
+
+    Raised before anything of the call was stored or returned: the key is checked by the
+    call's first statement, or by a statement of its own before the others.
+
+    Attributes:
+        key_id: the key's id.
+    """
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"API key {key_id!r} is revoked or deleted")
 
 
 class StoreBusyError(ConvodbError):

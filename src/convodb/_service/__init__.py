@@ -67,4 +67,11 @@ class ConversationService(ConversationMethods, MessageMethods, RemovalMethods, W
             write raises.
         token_counter: counts each message's tokens once, when it is stored, for token-budget
             windows; :func:`convodb.default_counter` by default.
+        api_key_id: the id of an API key (``convodb._keys``, ``api_keys`` table) the calls
+            are made under, by a server that verified its secret before and remembers it.
+            Every call then also checks, at its start, that the key is not revoked or deleted
+            and raises :class:`~convodb.ApiKeyRevokedError` if it is, having done nothing.
+            The hot calls (appends, history reads, agent input) check it in their first
+            statement, the others in a statement of their own. The database needs the
+            ``api_keys`` table (``create_all(api_keys=True)``).
     """

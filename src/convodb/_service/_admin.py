@@ -112,8 +112,8 @@ class AdminService(ServiceBase):
     ```
 
     Args: as :class:`ConversationService`'s (``session``, ``limits``, ``commit``,
-    ``token_counter``). With ``commit=True`` (the default) each batch commits on its own;
-    with ``commit=False`` everything runs in the caller's transaction.
+    ``token_counter``, ``api_key_id``). With ``commit=True`` (the default) each batch commits
+    on its own; with ``commit=False`` everything runs in the caller's transaction.
     """
 
     # -- retention and erasure ------------------------------------------------------------
@@ -163,7 +163,10 @@ class AdminService(ServiceBase):
                     api_keys.delete().where(api_keys.c.user_id == uid)
                 )
                 keys = max(result.rowcount, 0)  # type: ignore[attr-defined]
-        deleted = await self._delete_where(sql.conversations.c.user_id == uid, recheck=False)
+        # Under an API key, the first transaction checked it; it may be one of those deleted.
+        deleted = await self._delete_where(
+            sql.conversations.c.user_id == uid, recheck=False, key_checked=True
+        )
         return ErasureReport(
             uid,
             deleted.conversations,
@@ -174,9 +177,12 @@ class AdminService(ServiceBase):
             keys,
         )
 
-    async def _delete_where(self, condition: Any, *, recheck: bool) -> _Deleted:
+    async def _delete_where(
+        self, condition: Any, *, recheck: bool, key_checked: bool = False
+    ) -> _Deleted:
         """Delete the conversations matching ``condition`` in bounded batches; ``recheck``:
-        test the condition again under each conversation's lock (it may have changed)."""
+        test the condition again under each conversation's lock (it may have changed);
+        ``key_checked``: the caller checked the API key already (see ``_write``)."""
         total = _Deleted()
         position: tuple[Any, str] | None = None
         c = sql.conversations.c
@@ -188,13 +194,13 @@ class AdminService(ServiceBase):
                     or_(c.updated_at > at, and_(c.updated_at == at, c.id > after))
                 )
             statement = statement.order_by(c.updated_at, c.id).limit(PURGE_BATCH_CONVERSATIONS)
-            async with self._read():
+            async with self._read(keyed=key_checked):
                 found = (await self.session.execute(statement)).all()
             if not found:
                 return total
             position = (found[-1][3], found[-1][0])
             for batch in _batches(found):
-                async with self._write():
+                async with self._write(keyed=key_checked):
                     for cid, uid, _last_seq, _at in batch:
                         if await self._backend.lock(self.session, cid, uid) is None:
                             continue  # deleted meanwhile

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import Any, Final, Literal
 
@@ -19,7 +19,7 @@ from .._models import checkpoint_tables
 from .._parts import AudioPart, FilePart, ImagePart, Part
 from .._records import StoredMessage
 from .._validation import MAX_SEQ, Limits
-from ..errors import ConversationNotFoundError
+from ..errors import ApiKeyRevokedError, ConversationNotFoundError
 from ..storage import Backend, Row, backend_for
 from ..tokens import TokenCounter, default_counter
 
@@ -41,11 +41,22 @@ class ServiceBase:
         limits: Limits | None = None,
         commit: bool = True,
         token_counter: TokenCounter | None = None,
+        api_key_id: str | None = None,
     ) -> None:
         self.session = session
         self.limits = limits or _DEFAULT_LIMITS
         self.token_counter = token_counter if token_counter is not None else _process_counter()
+        self.api_key_id = api_key_id
         self._commit = commit
+
+    async def _check_key(self, *, own: bool) -> None:
+        """Raise :class:`ApiKeyRevokedError` unless the key the service acts under is live."""
+        key = self.api_key_id
+        if key is None:
+            return
+        rows = await self._backend.rows(self.session, sql.KEY_LIVE, {"key": key}, own=own)
+        if not rows:
+            raise ApiKeyRevokedError(key)
 
     async def _lock(self, cid: str, uid: str) -> int:
         """Lock the user's conversation until the transaction ends; returns its ``last_seq``."""
@@ -93,11 +104,34 @@ class ServiceBase:
             for m in messages
         ]
 
-    def _write(self) -> AbstractAsyncContextManager[None]:
-        return write_transaction(self.session, commit=self._commit)
+    def _write(self, *, keyed: bool = False) -> AbstractAsyncContextManager[None]:
+        """A write transaction; under an API key, its first statement checks the key.
 
-    def _read(self) -> AbstractAsyncContextManager[bool]:
-        return read_transaction(self.session, commit=self._commit)
+        Args:
+            keyed: the call checks the key itself: in its first statement (see ``_owned``),
+                or in an earlier transaction of the same call. Otherwise one statement of
+                its own does, before the caller's.
+        """
+        transaction = write_transaction(self.session, commit=self._commit)
+        if self.api_key_id is None or keyed:
+            return transaction
+        return self._key_checked(transaction, own=self._owns())
+
+    def _read(self, *, keyed: bool = False) -> AbstractAsyncContextManager[bool]:
+        """A read transaction, yielding whether the service owns it; ``keyed`` as in
+        :meth:`_write`."""
+        transaction = read_transaction(self.session, commit=self._commit)
+        if self.api_key_id is None or keyed:
+            return transaction
+        return self._key_checked(transaction, own=None)
+
+    @asynccontextmanager
+    async def _key_checked(
+        self, transaction: AbstractAsyncContextManager[Any], *, own: bool | None
+    ) -> AsyncIterator[Any]:
+        async with transaction as entered:
+            await self._check_key(own=entered if own is None else own)
+            yield entered
 
     def _owns(self) -> bool:
         return owns_transaction(self.session, commit=self._commit)
@@ -157,9 +191,13 @@ class ServiceBase:
         self, statement: Any, cid: str, uid: str, *, own: bool, into: Row | None, params: Any
     ) -> list[Any]:
         params = {"cid": cid, "uid": uid, **params}
+        if self.api_key_id is not None:  # the same statement checks the key
+            statement, params["key"] = sql.keyed(statement), self.api_key_id
         rows = await self._backend.rows(self.session, statement, params, own=own, into=into)
-        if not rows and await self._select_conversation(cid, uid) is None:
-            raise ConversationNotFoundError(cid)
+        if not rows:
+            await self._check_key(own=own)
+            if await self._select_conversation(cid, uid) is None:
+                raise ConversationNotFoundError(cid)
         return rows
 
 

@@ -125,7 +125,7 @@ class MessageMethods(ServiceBase):
         if idempotency_key is not None:
             batch = _keyed_batch(check_idempotency_key(idempotency_key), batch)
         own = self._owns()
-        async with self._write():
+        async with self._write(keyed=True):
             return await self._append(cid, uid, batch, idempotency_key, own=own)
 
     async def get_conversation_history(
@@ -143,7 +143,7 @@ class MessageMethods(ServiceBase):
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         n = check_limit(limit, self.limits)
-        async with self._read() as own:
+        async with self._read(keyed=True) as own:
             messages = await self._owned_messages(sql.LATEST, cid, uid, own=own, n=n)
             messages.reverse()
             if with_data:
@@ -167,7 +167,7 @@ class MessageMethods(ServiceBase):
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
         position = check_seq("seq", seq, lowest=1)
-        async with self._read() as own:
+        async with self._read(keyed=True) as own:
             found = await self._owned_messages(sql.MESSAGE_AT, cid, uid, own=own, seq=position)
         if not found:
             raise MessageNotFoundError(cid, position)
@@ -214,7 +214,7 @@ class MessageMethods(ServiceBase):
         else:
             seq = 0 if order == "asc" else NO_SEQ
         statement = sql.AFTER if order == "asc" else sql.BEFORE
-        async with self._read() as own:
+        async with self._read(keyed=True) as own:
             items = await self._owned_messages(
                 statement, cid, uid, own=own, n=n + 1, seq=seq, floor=0
             )
@@ -259,7 +259,10 @@ class MessageMethods(ServiceBase):
         own: bool,
     ) -> list[StoredMessage]:
         owner = {"cid": cid, "uid": uid, "now": utcnow()}
+        if self.api_key_id is not None:  # checked by the statement that reserves the seqs
+            owner["key"] = self.api_key_id
         if not batch:
+            await self._check_key(own=own)
             if await self._select_conversation(cid, uid) is None:
                 raise ConversationNotFoundError(cid)
             return []
@@ -272,6 +275,7 @@ class MessageMethods(ServiceBase):
 
         # Keyed batch: lock the conversation (and prove ownership) before looking keys up,
         # so that a concurrent retry of the same batch waits here and then finds the keys.
+        await self._check_key(own=False)
         await self._lock(cid, uid)
         result = await self.session.execute(
             select(*sql.MSG_COLUMNS).where(
@@ -334,6 +338,7 @@ class MessageMethods(ServiceBase):
             self.session, owner, rows, own=own, attachments=list(attachments.values())
         )
         if last_seq is None:
+            await self._check_key(own=own)
             raise ConversationNotFoundError(cid)
         first = last_seq - len(rows) + 1
         return [

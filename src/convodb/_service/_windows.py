@@ -82,9 +82,12 @@ class WindowMethods(ServiceBase):
         system_prompt = check_prompt_text("system_prompt", system_prompt, self.limits)
         new_message = check_user_message(user_message, self.limits)
         page = _first_page(budget_messages, budget_tokens)
-        async with self._read() as own:
+        async with self._read(keyed=True) as own:
             backend, params = self._backend, {"cid": cid, "uid": uid, "n": page}
-            rows = await backend.rows(self.session, sql.WINDOW_START, params, own=own)
+            start = sql.WINDOW_START
+            if self.api_key_id is not None:  # the first statement checks the key
+                start, params["key"] = sql.keyed(start), self.api_key_id
+            rows = await backend.rows(self.session, start, params, own=own)
             if rows:  # the common case: one statement found the head and the first page
                 last_seq, removed, floor = (int(v) for v in rows[0][-3:])
                 summary = None
@@ -92,7 +95,8 @@ class WindowMethods(ServiceBase):
                     params = {"cid": cid, "uid": uid, "floor": floor}
                     found = await backend.rows(self.session, sql.SUMMARY_AT, params, own=own)
                     summary = found[0][0] if found else None
-            else:  # missing, not the user's, or nothing after the summary
+            else:  # missing, not the user's, nothing after the summary, or a revoked key
+                await self._check_key(own=own)
                 last_seq, floor, summary, removed = await self._head(cid, uid, own=own)
             builder = WindowBuilder(
                 max_messages=budget_messages,
@@ -228,7 +232,7 @@ class WindowMethods(ServiceBase):
             ConversationNotFoundError: it does not exist or belongs to another user.
         """
         cid, uid = check_conversation_id(conversation_id), check_user_id(user_id)
-        async with self._read() as own:
+        async with self._read(keyed=True) as own:
             rows = await self._owned_rows(sql.LATEST_SUMMARY, cid, uid, own=own)
         return sql.summary_record(rows[0]) if rows else None
 
@@ -254,7 +258,7 @@ class WindowMethods(ServiceBase):
         below = NO_SEQ
         if cursor is not None:
             below = decode_cursor(cursor, "summaries", {"s": int})["s"]
-        async with self._read() as own:
+        async with self._read(keyed=True) as own:
             rows = await self._owned_rows(
                 sql.SUMMARIES_BEFORE, cid, uid, own=own, n=n + 1, seq=below
             )

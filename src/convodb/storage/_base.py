@@ -50,6 +50,7 @@ __all__ = [
     "Compiled",
     "DriverConnections",
     "Timeouts",
+    "bump_seq",
     "driver",
     "engine_budget",
     "one_loop_per_connection",
@@ -93,6 +94,12 @@ class Timeouts:
 
 
 _ANSWER_GRACE = 1.0
+
+
+def bump_seq(owner: dict[str, Any]) -> Update:
+    """The ``UPDATE ... RETURNING last_seq`` that reserves an append's seqs for ``owner``
+    (see :meth:`Backend.append`): with the key check when ``owner`` carries a ``key``."""
+    return statements.keyed(statements.BUMP_SEQ) if "key" in owner else statements.BUMP_SEQ
 
 
 def engine_budget(max_connections: int) -> tuple[int, int]:
@@ -265,7 +272,9 @@ class Backend:
         """Reserve ``len(rows)`` seqs in the conversation and insert the rows, atomically.
 
         Args:
-            owner: ``cid``, ``uid`` and ``now``: the conversation, its owner, the time.
+            owner: ``cid``, ``uid`` and ``now``: the conversation, its owner, the time; and
+                ``key`` when the caller acts under an API key: that key must be live
+                (``statements.KEY_LIVE``), checked by the statement that reserves the seqs.
             rows: the messages' column values, without ``seq``.
             own: the service owns the transaction: commit it here; otherwise the rows join
                 the session's transaction.
@@ -273,10 +282,10 @@ class Backend:
                 digest once; a digest the conversation holds already is left as it is.
 
         Returns:
-            The conversation's new ``last_seq``, or ``None`` when it is missing or not the
-            user's (nothing is written then).
+            The conversation's new ``last_seq``, or ``None`` when it is missing, not the
+            user's, or ``key`` is not live (nothing is written then).
         """
-        result = await session.execute(statements.BUMP_SEQ, {**owner, "n": len(rows)})
+        result = await session.execute(bump_seq(owner), {**owner, "n": len(rows)})
         last_seq = result.scalar_one_or_none()
         if last_seq is None:
             return None

@@ -42,7 +42,7 @@ from sqlalchemy.engine import URL, Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from .. import _statements as statements
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
@@ -77,11 +77,17 @@ _UNAVAILABLE = {
 }
 _DRIVER_MODULES = ("asyncmy", "pymysql")
 
-# Reserve n seqs in an owned conversation; the new last_seq comes back as lastrowid.
-_BUMP_SEQ = text(
+# Reserve n seqs in an owned conversation; the new last_seq comes back as lastrowid. The
+# keyed form also requires the caller's API key to be live (statements.KEY_LIVE).
+_BUMP_SQL = (
     "UPDATE conversations SET last_seq = LAST_INSERT_ID(last_seq + :n), updated_at = :now "
     "WHERE id = :cid AND user_id = :uid"
-).bindparams(bindparam("now", type_=statements.conversations.c.updated_at.type))
+)
+_NOW = bindparam("now", type_=statements.conversations.c.updated_at.type)
+_BUMP_SEQ = text(_BUMP_SQL).bindparams(_NOW)
+_KEYED_BUMP_SEQ = text(
+    f"{_BUMP_SQL} AND EXISTS (SELECT 1 FROM api_keys WHERE id = :key AND revoked_at IS NULL)"
+).bindparams(_NOW)
 _PLAIN_COLUMNS = (
     "conversation_id", "seq", "id", "role", "content", "metadata", "token_count", "created_at",
 )  # fmt: skip
@@ -221,7 +227,7 @@ class MySQLBackend(Backend):
         if own and not attachments:  # binary data goes the session's way: rare, and large
             return await self._append_own(session, owner, rows)
         result = cast(
-            "CursorResult[Any]", await session.execute(_BUMP_SEQ, {**owner, "n": len(rows)})
+            "CursorResult[Any]", await session.execute(_bump(owner), {**owner, "n": len(rows)})
         )
         if result.rowcount != 1:
             return None
@@ -239,7 +245,7 @@ class MySQLBackend(Backend):
         # The transaction is this connection's (autocommit is off): the bump takes the
         # conversation's row lock, the INSERT follows, COMMIT ends both. After an error the
         # transaction is rolled back (MyConnections.connection) or goes with the connection.
-        bump = self._compile(_BUMP_SEQ)
+        bump = self._compile(_bump(owner))
         # Plain chat turns (most of them) leave out the columns they hold NULL in: MariaDB's
         # bulk insert (one COM_STMT_BULK_EXECUTE) takes no column that is NULL in every row.
         plain = all(_plain(row) for row in rows)
@@ -440,6 +446,10 @@ class MyConnections(DriverPool):
     def _lost(self, connection: Any, exc: BaseException) -> bool:
         code = _errno(exc) if type(exc).__module__.startswith(_DRIVER_MODULES) else None
         return not connection.connected or isinstance(exc, OSError) or 2000 <= (code or 0) < 3000
+
+
+def _bump(owner: dict[str, Any]) -> TextClause:
+    return _KEYED_BUMP_SEQ if "key" in owner else _BUMP_SEQ
 
 
 def _plain(row: dict[str, Any]) -> bool:

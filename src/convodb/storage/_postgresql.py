@@ -163,11 +163,13 @@ class PostgresBackend(Backend):
             return await super().append(session, owner, rows, own=own, attachments=attachments)
         names: tuple[str, ...]
         if attachments:
-            statement, names = APPEND_ATTACHMENTS, ARRAY_COLUMNS
+            form, names = _APPEND_ATTACHMENTS, ARRAY_COLUMNS
         elif all(_plain(row) for row in rows):  # most chat turns: send 4 arrays, not 10
-            statement, names = APPEND_PLAIN, PLAIN_COLUMNS
+            form, names = _APPEND_PLAIN, PLAIN_COLUMNS
         else:
-            statement, names = APPEND, ARRAY_COLUMNS
+            form, names = _APPEND, ARRAY_COLUMNS
+        key = owner.get("key")
+        statement = form[key is not None]
         columns = [[row[name] for row in rows] for name in names]
         for i, name in enumerate(names):
             if name in _JSON_COLUMNS:
@@ -175,9 +177,10 @@ class PostgresBackend(Backend):
         if attachments:
             columns += [[a[name] for a in attachments] for name in ATTACHMENT_COLUMNS]
         async with self._own_connection(session) as driver:
-            last_seq = await driver.fetchval(
-                statement, owner["cid"], owner["uid"], len(rows), owner["now"], *columns
-            )
+            args = [owner["cid"], owner["uid"], len(rows), owner["now"], *columns]
+            if key is not None:
+                args.append(key)
+            last_seq = await driver.fetchval(statement, *args)
         return None if last_seq is None else int(last_seq)
 
     def _own_connection(self, session: AsyncSession) -> AbstractAsyncContextManager[Any]:
@@ -272,6 +275,21 @@ WITH c AS (
 )
 SELECT last_seq FROM c
 """
+
+
+def _keyed(statement: str, parameters: int) -> tuple[str, str]:
+    """``statement`` and its keyed form, whose ownership check also requires the caller's
+    API key (its last parameter, after the ``parameters`` others) to be live."""
+    owned = "WHERE id = $1 AND user_id = $2\n"
+    assert statement.count(owned) == 1
+    check = f"SELECT 1 FROM api_keys WHERE id = ${parameters + 1} AND revoked_at IS NULL"
+    return statement, statement.replace(owned, f"{owned[:-1]} AND EXISTS ({check})\n")
+
+
+# Each statement, indexed by whether the append is keyed (Backend.append's owner["key"]).
+_APPEND = _keyed(APPEND, 4 + len(ARRAY_COLUMNS))
+_APPEND_ATTACHMENTS = _keyed(APPEND_ATTACHMENTS, 4 + len(ARRAY_COLUMNS) + len(ATTACHMENT_COLUMNS))
+_APPEND_PLAIN = _keyed(APPEND_PLAIN, 4 + len(PLAIN_COLUMNS))
 
 
 class PgConnections(DriverPool):

@@ -48,7 +48,7 @@ from sqlalchemy.util import await_
 
 from .. import _statements as statements
 from ..errors import ConvodbError, StoreBusyError, StoreUnavailableError
-from ._base import Backend, Compiled, DriverConnections, Row, Timeouts, driver
+from ._base import Backend, Compiled, DriverConnections, Row, Timeouts, bump_seq, driver
 
 __all__ = ["SQLITE_BUSY_TIMEOUT", "SQLITE_PRAGMAS", "SQLiteBackend", "SqliteThreads"]
 
@@ -228,7 +228,7 @@ class SQLiteBackend(Backend):
         own: bool,
         attachments: Sequence[dict[str, Any]] = (),
     ) -> int | None:
-        bump, insert = self._compile(statements.BUMP_SEQ), self._compile(statements.INSERT_MESSAGES)
+        bump, insert = self._compile(bump_seq(owner)), self._compile(statements.INSERT_MESSAGES)
         bump_args = bump.args({**owner, "n": len(rows)})
         # Bound before the hop, but for the seqs: they are known once the bump has run.
         insert_args = insert.many_args(rows)
