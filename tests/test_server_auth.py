@@ -16,8 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from convodb import ApiKeyService, Database
+from convodb import ApiKeyService, ConversationService, Database
 from convodb.server import Settings, create_app
+from tests._capture import captured_statements
 from tests._http import JWT_SECRET, Api, make_client, settings
 
 ISSUER = "https://issuer.test"
@@ -206,6 +207,78 @@ async def test_key_revoked_elsewhere_is_refused_on_its_next_request(api: Api) ->
     async with api.db.session() as session:
         assert await ApiKeyService(session).revoke(key_id) is not None
     assert_unauthorized(await whoami(api.client, bearer(token)))
+
+
+async def test_a_known_key_revoked_elsewhere_fails_every_route_having_done_nothing(
+    api: Api,
+) -> None:
+    # The server remembers a key's digest once verified; the work's statements check that
+    # the key is live, so revocation by another process still takes effect at once.
+    headers = {"Authorization": f"Bearer {await api.key('alice')}"}
+    cid = (await api.client.post("/v1/conversations", headers=headers)).json()["id"]
+    messages = f"/v1/conversations/{cid}/messages"
+    turn = {"messages": [{"role": "user", "content": "hi"}]}
+    requests = [
+        ("POST", messages, turn),
+        ("GET", messages, None),
+        ("POST", f"/v1/conversations/{cid}/agent-input", {"max_messages": 5}),
+        ("GET", f"/v1/conversations/{cid}", None),
+        ("GET", "/v1/conversations", None),
+        ("PATCH", f"/v1/conversations/{cid}", {"title": "renamed"}),
+        ("DELETE", "/v1/me", None),
+    ]
+    for method, url, body in requests[:-1]:  # each route, with the key known
+        response = await api.client.request(method, url, json=body, headers=headers)
+        assert response.status_code < 300, (method, url, response.text)
+    async with api.db.session() as session:
+        assert await ApiKeyService(session).revoke(headers["Authorization"].split("_")[1])
+        stored = await ConversationService(session).list_messages(cid, "alice")
+    for method, url, body in requests:
+        assert_unauthorized(await api.client.request(method, url, json=body, headers=headers))
+    async with api.db.session() as session:
+        assert await ConversationService(session).list_messages(cid, "alice") == stored
+        assert (await ConversationService(session).get_conversation(cid, "alice")).title == (
+            "renamed"
+        )
+
+
+async def test_erasing_oneself_with_a_known_key_erases_everything(api: Api) -> None:
+    headers = await api.auth("alice")
+    cid = (await whoami(api.client, headers)).json()["id"]  # the key is known from here on
+    turn = {"messages": [{"role": "user", "content": "hi"}]}
+    await api.client.post(f"/v1/conversations/{cid}/messages", json=turn, headers=headers)
+    erased = await api.client.delete("/v1/me", headers=headers)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["conversations"] == 1 and erased.json()["api_keys"] == 1
+    async with api.db.session() as session:
+        assert (await ConversationService(session).list_conversations("alice")).items == []
+    assert_unauthorized(await whoami(api.client, headers))
+
+
+async def test_a_known_key_with_a_wrong_secret_is_401(api: Api) -> None:
+    token = await api.key("alice")
+    assert (await whoami(api.client, bearer(token))).status_code == 201
+    prefix, _, secret = token.rpartition("_")
+    assert_unauthorized(await whoami(api.client, bearer(f"{prefix}_{'A' * len(secret)}")))
+    assert_unauthorized(await whoami(api.client, bearer(f"{prefix}_")))
+    assert (await whoami(api.client, bearer(token))).status_code == 201
+
+
+async def test_a_known_key_costs_its_requests_no_statement_of_their_own(api: Api) -> None:
+    headers = await api.auth("alice")
+    cid = (await whoami(api.client, headers)).json()["id"]
+    url = f"/v1/conversations/{cid}"
+    async with captured_statements(api.db) as statements:
+        appended = await api.client.post(
+            f"{url}/messages",
+            json={"messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        )
+        window = await api.client.post(f"{url}/agent-input", json={}, headers=headers)
+    assert appended.status_code == 201 and window.status_code == 200
+    checks = [s.sql for s in statements if "api_keys" in s.sql]
+    assert len(checks) == 2, checks  # one in the append's statement, one in the window's
+    assert all("conversations" in sql for sql in checks), checks
 
 
 async def test_dev_mode_accepts_loopback_requests_without_credentials(db: Database) -> None:

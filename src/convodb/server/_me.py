@@ -23,6 +23,7 @@ def add_me_routes(app: FastAPI) -> None:
         A key bound to the caller stops working with it; a service key, which is no user's,
         is kept. Nothing else of the caller remains to erase: calling it again answers zeros.
         """
-        admin = AdminService(caller.service.session, limits=caller.service.limits)
+        service = caller.service
+        admin = AdminService(service.session, limits=service.limits, api_key_id=service.api_key_id)
         erased = await admin.erase_user(caller.user)
         return json_response(erased.to_dict())

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from convodb.errors import (
+    ApiKeyRevokedError,
     ConflictError,
     ContextBudgetError,
     ConversationExistsError,
@@ -43,7 +44,15 @@ from convodb.errors import (
     ValidationError,
 )
 
-__all__ = ["PROBLEMS", "Problem", "ProblemType", "handle_error", "problem_response"]
+__all__ = [
+    "PROBLEMS",
+    "Problem",
+    "ProblemType",
+    "handle_error",
+    "problem_response",
+    "revoked_key",
+    "unauthorized",
+]
 
 logger = logging.getLogger("convodb.server")
 
@@ -181,6 +190,16 @@ class Problem(HTTPException):
         self.extensions = extensions
 
 
+def unauthorized(detail: str) -> Problem:
+    """A 401 problem, with the challenge that names the scheme to use."""
+    return Problem(UNAUTHORIZED, detail, headers={"WWW-Authenticate": 'Bearer realm="convodb"'})
+
+
+def revoked_key() -> Problem:
+    """The answer to a request whose API key is unknown, revoked or wrong."""
+    return unauthorized("unknown, revoked or malformed API key")
+
+
 def problem_response(
     kind: ProblemType,
     detail: str,
@@ -245,6 +264,9 @@ def _not_found(request: Request) -> str:
 async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     """The one exception handler: every error the app raises becomes a problem response."""
     instance = request.url.path
+    if isinstance(exc, ApiKeyRevokedError):  # revoked since the server verified it
+        request.app.state.authenticator.forget(exc.key_id)
+        exc = revoked_key()
     if isinstance(exc, ConvodbError):
         kind = next((k for cls, k in PROBLEMS if isinstance(exc, cls)), INTERNAL)
         if kind is INTERNAL:

@@ -68,7 +68,11 @@ STORE_PROBLEMS = (STORE_BUSY, STORE_UNAVAILABLE, SCHEMA_OUT_OF_DATE)
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a ``/v1`` request acts as, and the service it calls, on the request's session."""
+    """Who a ``/v1`` request acts as, and the service it calls, on the request's session.
+
+    A route that works through another service passes it ``service.api_key_id``: the
+    request's API key may still need its check (see ``_auth``).
+    """
 
     user: str
     service: ConversationService
@@ -93,8 +97,9 @@ async def get_caller(request: Request) -> Caller:
     authenticator: Authenticator = state.authenticator
     settings: Settings = state.settings
     session = request_session(request, await get_database(request))
-    user = await authenticator.user(request, session)
-    return Caller(user, ConversationService(session, limits=settings.limits))
+    who = await authenticator.identify(request, session)
+    service = ConversationService(session, limits=settings.limits, api_key_id=who.api_key_id)
+    return Caller(who.user, service)
 
 
 Authenticated = Annotated[Caller, Depends(get_caller)]
