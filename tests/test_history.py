@@ -206,6 +206,16 @@ def test_builder_stops_asking_for_rows_once_the_budget_is_full() -> None:
     assert window.dropped == 8
 
 
+def test_builder_reads_no_row_past_a_full_window() -> None:
+    # A store feeds rows through a lazy decoder: the rows an over-read page holds past the
+    # window are never decoded.
+    builder = WindowBuilder(max_messages=2, counter=COUNTER)
+    rows = iter([msg(10, "user"), msg(9, "assistant"), msg(8, "user"), msg(7, "assistant")])
+    assert builder.feed(rows) is False
+    assert [m.seq for m in rows] == [8, 7]
+    assert seqs(builder.finish()) == [9, 10]
+
+
 def test_builder_with_no_room_for_history_needs_no_rows() -> None:
     assert not WindowBuilder(max_messages=0, counter=COUNTER).needs_more
     fixed = COUNTER.count_message(msg(0, "user", "hi"))

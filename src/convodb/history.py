@@ -202,8 +202,9 @@ class WindowBuilder:
         """Consider older messages, newest first, continuing from the previous call.
 
         Args:
-            messages: the next messages, in decreasing ``seq`` order. Messages fed after the
-                builder is full are ignored (a store may over-read a page).
+            messages: the next messages, in decreasing ``seq`` order. Once the builder is
+                full, the rest are not read (a store may over-read a page: a lazy iterable
+                decodes only the rows the window takes).
 
         Returns:
             :attr:`needs_more`: whether older messages could still join the window.
@@ -211,6 +212,8 @@ class WindowBuilder:
         Raises:
             ValidationError: ``seq`` does not decrease.
         """
+        if self._full:
+            return False
         for message in messages:
             if self._last_seq is not None and message.seq >= self._last_seq:
                 raise ValidationError(
@@ -218,14 +221,14 @@ class WindowBuilder:
                     f"must be fed newest first: seq {message.seq} after seq {self._last_seq}",
                 )
             self._last_seq = message.seq
-            if self._full:
-                continue
             self._seen += 1
             group = self._groups.push(message)
             if group is not None:
                 cost = self._cost(group[0]) if len(group) == 1 else sum(map(self._cost, group))
                 self._take(group, cost)
-        return not self._full
+                if self._full:
+                    return False
+        return True
 
     def finish(self, *, total: int | None = None) -> Window:
         """The window so far.
