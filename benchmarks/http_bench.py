@@ -7,7 +7,8 @@ PostgreSQL, dropped at the end):
 - an API key is made with ``convodb keys create --user bench-user --quiet``;
 - two servers start as subprocesses on free 127.0.0.1 ports, each uvicorn with one worker,
   asyncio loop and h11 (what this venv has), log level ``warning``: ``convodb serve`` (API-key
-  auth: a key lookup per request) and ``http_yardstick.py`` (FastAPI + the bare driver, the raw
+  auth: the key is read on its first request; later requests' statements check that it is
+  live as they do the work) and ``http_yardstick.py`` (FastAPI + the bare driver, the raw
   store's statements, a constant bearer-token compare);
 - ``CLIENTS`` concurrent aiohttp clients (one keep-alive connection each) drive each server,
   each round bounded by a request count and a time cap; rounds alternate between the servers
@@ -502,7 +503,7 @@ async def run(quick: bool, dialects: Sequence[str] = ("sqlite", "postgresql")) -
 # layer any frame of its stack matches.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("new database connections", ("connect_utils.py", "_introspect_types", "Record.__connect")),
-    ("auth: API key lookup", ("_api_key_user (",)),
+    ("auth: API key", ("_api_key_identity (",)),
     ("auth: yardstick token compare", ("user (benchmarks/http_yardstick.py",)),
     ("store: append", ("save_conversation_messages (", "append (benchmarks/http_yardstick.py")),
     ("store: agent-input", ("get_agent_input (", "agent_input (benchmarks/http_yardstick.py")),
