@@ -40,7 +40,15 @@ from ._types import utcnow
 from ._validation import Limits, check_limit, check_text, check_user_id
 from .storage import backend_for
 
-__all__ = ["ApiKey", "ApiKeyService", "CreatedApiKey", "StoredApiKey", "api_keys", "parse_token"]
+__all__ = [
+    "ApiKey",
+    "ApiKeyService",
+    "CreatedApiKey",
+    "StoredApiKey",
+    "api_keys",
+    "parse_token",
+    "secret_digest",
+]
 
 TOKEN_PREFIX = "cdb_"
 """Every convodb API key starts with this, so a bearer token is told from a JWT at a glance."""
@@ -86,7 +94,7 @@ class CreatedApiKey:
     """``cdb_<key id>_<secret>``: send it as ``Authorization: Bearer <token>``."""
 
 
-def _digest(secret: str) -> str:
+def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
@@ -135,7 +143,7 @@ class ApiKeyService:
             "id": key_id,
             "user_id": uid,
             "name": label,
-            "secret_hash": _digest(secret),
+            "secret_hash": secret_digest(secret),
             "created_at": record.created_at,
             "revoked_at": None,
         }
@@ -160,7 +168,7 @@ class ApiKeyService:
             )
         row = rows[0] if rows else None
         stored_digest = _DUMMY_DIGEST if row is None else row[-1]
-        matches = hmac.compare_digest(_digest(secret), stored_digest)
+        matches = hmac.compare_digest(secret_digest(secret), stored_digest)
         if row is None or not matches:
             return None
         key = StoredApiKey(*row[:-1])

@@ -21,7 +21,6 @@ fails its next request (401), and a request costs the one round trip of its work
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from convodb import ApiKeyService
-from convodb._keys import parse_token
+from convodb._keys import parse_token, secret_digest
 
 from ._problems import FORBIDDEN, Problem, revoked_key, unauthorized
 from ._settings import USER_HEADER, Settings, is_loopback
@@ -61,7 +60,7 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class _KnownKey:
-    digest: bytes
+    digest: str
     user_id: str | None
 
 
@@ -166,7 +165,7 @@ class Authenticator:
         if parsed is None:
             raise revoked_key()
         key_id, secret = parsed
-        digest = hashlib.sha256(secret.encode("utf-8")).digest()
+        digest = secret_digest(secret)
         known = self._known.get(key_id)
         if known is not None and hmac.compare_digest(digest, known.digest):
             return Identity(_acting_user(known.user_id, named_user), api_key_id=key_id)
